@@ -1,0 +1,197 @@
+"""The work behind each ``vlda`` subcommand (parsing lives in :mod:`vlda.cli.main`)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from vlda.cli.config import ConfigError, RunConfig, build_config, load_config
+
+log = logging.getLogger("vlda")
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    overrides = list(args.overrides)
+    if getattr(args, "quiet", False):
+        overrides.append("train.progress=false")
+    return load_config(args.config, overrides)
+
+
+def _print_results(summary: dict) -> None:
+    res = summary.get("results", {})
+    for name in ("last", "selected", "oracle"):
+        r = res.get(name)
+        if r:
+            sv = r.get("source_val_acc")
+            print(
+                f"{name:>9}: step {r['step']:>6}  target {r['target_metric']:.4f}"
+                + (f"  source-val {sv:.4f}" if sv is not None else "")
+                + f"  ({r['chosen_by']})"
+            )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vlda.engine.experiment import run
+
+    cfg = _config(args)
+    summary = run(cfg, resume=args.resume, out=Path(args.out) if args.out else None)
+    _print_results(summary)
+    print(f"wrote {Path(args.out or cfg.output) / 'summary.json'}")
+    return 0
+
+
+def _run_config(run_dir: Path, overrides: list[str]) -> RunConfig:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a vlda run directory (no config.json)")
+    raw = json.loads(path.read_text())
+    from vlda.cli.config import apply_override
+
+    for o in overrides:
+        apply_override(raw, o)
+    return build_config(raw)
+
+
+def _weights_path(run_dir: Path, which: str) -> Path:
+    if which in ("selected", "last"):
+        return run_dir / f"{which}.pt"
+    return Path(which)
+
+
+def _load_weights(method, run_dir: Path, which: str) -> None:
+    if not method.trains:
+        return
+    from vlda.engine.checkpoint import load_safe
+
+    method.load_trainable_state_dict(load_safe(_weights_path(run_dir, which)))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from vlda.engine.experiment import build_trainer
+
+    run_dir = Path(args.run)
+    overrides = list(args.overrides) + (["train.progress=false"] if args.quiet else [])
+    cfg = _run_config(run_dir, overrides)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = build_trainer(cfg, out=Path(tmp))
+        trainer.method.to(trainer.device)
+        trainer.method.setup(trainer.device)
+        _load_weights(trainer.method, run_dir, args.weights)
+        result = trainer.evaluate()
+    print(json.dumps({"run": str(run_dir), "weights": args.weights, "target": cfg.data.target, **result}, indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from vlda.data.dataset import BadImageLog, ImageDataset, collate
+    from vlda.data.transforms import eval_transform
+    from vlda.engine.experiment import build_method
+    from vlda.engine.trainer import resolve_device
+    from vlda.methods.base import Task
+    from vlda.models.loading import BackboneSpec, load_backbone
+
+    run_dir = Path(args.run)
+    cfg = _run_config(run_dir, [])
+    task_path = run_dir / "task.json"
+    if not task_path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no task.json; was it written by `vlda train`?")
+    t = json.loads(task_path.read_text())
+    task = Task(
+        tuple(t["classnames"]), tuple(t["prompt_names"]), tuple(t["source_domains"]),
+        t["target_domain"], t["domain_words"],
+    )
+    images_dir = Path(args.images)
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"image folder {images_dir} does not exist")
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+    paths = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in exts)
+    if not paths:
+        raise ValueError(f"no images ({', '.join(sorted(exts))}) under {images_dir}")
+    device = resolve_device(cfg.train.device)
+    backbone = load_backbone(BackboneSpec(cfg.model.backbone, cfg.model.name, cfg.model.pretrained), device)
+    method = build_method(cfg, task, backbone).to(device)
+    method.setup(device)
+    _load_weights(method, run_dir, args.weights)
+    method.eval()
+    ds = ImageDataset([(p, -1) for p in paths], eval_transform(backbone.image_size, backbone.mean, backbone.std))
+    chunks = [list(range(i, min(i + args.batch_size, len(paths)))) for i in range(0, len(paths), args.batch_size)]
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=chunks, collate_fn=collate)
+    bad = BadImageLog()
+    rows = []
+    with torch.no_grad():
+        for batch in loader:
+            bad.update(batch["bad_paths"])
+            if not len(batch["indices"]):
+                continue
+            logits = method.logits(method.image_features({"images": batch["images"].to(device)}))
+            probs = logits.float().softmax(dim=-1).cpu()
+            conf, pred = probs.max(dim=-1)
+            for i, c, p in zip(batch["indices"].tolist(), conf.tolist(), pred.tolist(), strict=True):
+                rows.append((str(paths[i]), task.classnames[p], p, round(c, 6)))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "prediction", "label_index", "confidence"])
+        w.writerows(rows)
+        for p in bad.paths:
+            w.writerow([p, "", "", ""])
+    print(f"wrote {len(rows)} predictions to {out}" + (f" ({bad.count} unreadable images left blank)" if bad.count else ""))
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from vlda.engine.experiment import build_trainer
+
+    cfg = _config(args)
+    if not cfg.cache.enabled:
+        raise ConfigError("cache.enabled is false in this config; nothing to cache")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        build_trainer(cfg, out=Path(tmp))  # building the streams builds (or reuses) the caches
+    print("feature cache ready")
+    return 0
+
+
+def catalog() -> dict[str, list[str]]:
+    from vlda.data.benchmarks import list_benchmarks
+    from vlda.gradients.registry import STRATEGIES
+    from vlda.methods.registry import METHODS
+    from vlda.models.loading import KNOWN_BACKBONES
+
+    return {
+        "benchmarks": list_benchmarks(),
+        "methods": sorted(METHODS),
+        "gradients": sorted(STRATEGIES),
+        "backbones": list(KNOWN_BACKBONES),
+    }
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    cat = catalog()
+    if args.json:
+        print(json.dumps(cat))
+        return 0
+    for key, values in cat.items():
+        print(f"{key}:")
+        for v in values:
+            print(f"  {v}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vlda.demo.run import run_demo
+
+    run_demo(
+        out=Path(args.out), cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        steps=args.steps, methods=args.methods, progress=not args.quiet,
+    )
+    return 0

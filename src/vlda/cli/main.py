@@ -1,0 +1,89 @@
+"""``vlda`` command line: train | eval | predict | cache | list | data check | demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from vlda import __version__
+
+
+def _add_run_args(p: argparse.ArgumentParser, config_required: bool = True) -> None:
+    p.add_argument("--config", "-c", required=config_required, help="YAML run config")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=500")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars; log lines only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vlda", description="Unsupervised domain adaptation with vision-language models."
+    )
+    parser.add_argument("--version", action="version", version=f"vlda {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from vlda.cli import commands
+
+    p = sub.add_parser("train", help="train (or evaluate zero-shot) from a config")
+    _add_run_args(p)
+    p.add_argument("--out", help="run directory (default: the config's `output`)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.set_defaults(func=commands.cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a finished run's weights on its (or another) target")
+    p.add_argument("--run", required=True, help="run directory written by `vlda train`")
+    p.add_argument("--weights", default="selected", help="selected | last | PATH (default: selected)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.target=product")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=commands.cmd_eval)
+
+    p = sub.add_parser("predict", help="predict a folder of images to a CSV")
+    p.add_argument("--run", required=True, help="run directory written by `vlda train`")
+    p.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    p.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    p.add_argument("--weights", default="selected", help="selected | last | PATH (default: selected)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=commands.cmd_predict)
+
+    p = sub.add_parser("cache", help="build the feature cache of a config's domains")
+    _add_run_args(p)
+    p.set_defaults(func=commands.cmd_cache)
+
+    p = sub.add_parser("list", help="list benchmarks, methods, gradient strategies, backbones")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=commands.cmd_list)
+
+    p = sub.add_parser("demo", help="offline demo: synthetic -> real digits with a small CLIP")
+    p.add_argument("--out", default="runs/demo", help="where to write the runs and summary.json")
+    p.add_argument("--cache-dir", help="where the demo data and model live (default: ~/.cache/vlda)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per method (default: config)")
+    p.add_argument("--methods", nargs="*", help="subset of methods to run")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=commands.cmd_demo)
+
+    from vlda.cli import data_cmd
+
+    data_cmd.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from vlda.cli.config import ConfigError
+    from vlda.models.loading import WeightsNotFoundError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, WeightsNotFoundError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"vlda {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

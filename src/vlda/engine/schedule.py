@@ -1,0 +1,53 @@
+"""Learning-rate schedules as pure functions of the step (so resuming needs no scheduler state).
+
+* ``cosine`` (default): warm-up, then ``lr_t = lr · (1 + cos(π (t - w) / (T - w))) / 2`` by step,
+  reaching 0 at the last step ``T``.
+* ``constant``: warm-up, then ``lr``.
+* ``dassl_per_iter_cosine``: what the official DAPL / PGA / AD-CLIP trainers actually run. Dassl
+  builds ``CosineAnnealingLR(T_max = MAX_EPOCH)`` but the trainers step it every *iteration*, so
+  ``lr_t = lr · (1 + cos(π t / P)) / 2`` with period ``P = MAX_EPOCH`` iterations keeps
+  oscillating between ≈0 and ``lr`` every ``2P`` steps. Set ``period`` to the config's
+  ``MAX_EPOCH`` (25 for DAPL) and ``warmup_steps: 1, warmup_type: constant`` to reproduce Dassl's
+  one-"epoch" constant warm-up, which is one iteration for the same reason. For reproduction
+  only; it is not a sensible schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SCHEDULES = ("cosine", "constant", "dassl_per_iter_cosine")
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"
+    warmup_steps: int = 0
+    warmup_lr: float = 1e-5
+    warmup_type: str = "linear"  # "linear" (warmup_lr -> lr) or "constant" (warmup_lr)
+    period: int | None = None  # dassl_per_iter_cosine only: MAX_EPOCH of the official config
+
+    def __post_init__(self) -> None:
+        if self.name not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.name!r}; expected one of {SCHEDULES}")
+        if self.warmup_type not in ("linear", "constant"):
+            raise ValueError("schedule.warmup_type must be 'linear' or 'constant'")
+        if self.name == "dassl_per_iter_cosine" and not self.period:
+            raise ValueError("schedule dassl_per_iter_cosine needs `period` (the official MAX_EPOCH)")
+
+
+def lr_at(step: int, total_steps: int, base_lr: float, cfg: ScheduleConfig) -> float:
+    """Learning rate for optimizer step ``step`` (0-based) of ``total_steps``."""
+    if step < cfg.warmup_steps:
+        if cfg.warmup_type == "constant":
+            return cfg.warmup_lr
+        return cfg.warmup_lr + (base_lr - cfg.warmup_lr) * step / cfg.warmup_steps
+    if cfg.name == "constant":
+        return base_lr
+    if cfg.name == "dassl_per_iter_cosine":
+        t = step - cfg.warmup_steps
+        return base_lr * (1 + math.cos(math.pi * t / cfg.period)) / 2
+    span = max(total_steps - cfg.warmup_steps, 1)
+    t = step - cfg.warmup_steps
+    return base_lr * (1 + math.cos(math.pi * t / span)) / 2

@@ -1,0 +1,17 @@
+"""Name -> method class. Adding a method is one file plus one line here."""
+
+from __future__ import annotations
+
+from vlda.methods.base import Method
+from vlda.methods.coop import CoOp
+from vlda.methods.dapl import DAPL
+from vlda.methods.zeroshot import ZeroShot
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (ZeroShot, CoOp, DAPL)}
+
+
+def get_method(name: str) -> type[Method]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}") from None

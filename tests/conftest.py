@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny random CLIPs (real architectures, real tokenizer), small threads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vlda  # noqa: F401  (applies the torchvision shim before anything imports it)
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_vit():
+    from vlda.models.loading import load_backbone
+
+    return load_backbone("tiny:vit")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    # Never touch the user's ~/.cache/vlda from a test.
+    monkeypatch.setenv("VLDA_CACHE", str(tmp_path / "vlda-cache"))
+
+
+def make_color_domains(root, domains=("src", "tgt"), classes=("red", "green", "blue"), per_class=4, size=16):
+    """Tiny folder-per-domain/folder-per-class tree whose classes differ by colour (so training
+    has signal); the second domain is darker (a domain shift)."""
+    import numpy as np
+    from PIL import Image
+
+    colors = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    rng = np.random.default_rng(0)
+    for d, dom in enumerate(domains):
+        for c in classes:
+            folder = root / dom / c
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                base = np.array(colors.get(c, (100, 100, 100)), dtype=float) * (1.0 - 0.4 * d)
+                img = base + rng.normal(0, 20, (size, size, 3))
+                Image.fromarray(img.clip(0, 255).astype("uint8")).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def color_data(tmp_path):
+    return make_color_domains(tmp_path / "data")

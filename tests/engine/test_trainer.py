@@ -1,0 +1,113 @@
+"""End-to-end runs of the engine on a tiny tree with a tiny CLIP (seconds each)."""
+
+import json
+
+import pytest
+import torch
+
+from vlda.cli.config import build_config
+from vlda.engine import trainer as trainer_mod
+from vlda.engine.checkpoint import load_safe
+from vlda.engine.experiment import run
+
+
+def config(data_root, out, method="dapl", cache=True, steps=6, **extra):
+    raw = {
+        "data": {
+            "custom": {"root": str(data_root), "domains": {"src": "src", "tgt": "tgt"}},
+            "source": ["src"], "target": "tgt", "source_val_fraction": 0.25,
+        },
+        "model": {"backbone": "tiny", "name": "vit", "pretrained": None},
+        "method": {"name": method, **({"n_ctx": 4, "n_domain_ctx": 2, "tau": 0.0} if method == "dapl" else {})},
+        "train": {"steps": steps, "batch_size": 4, "eval_every": 3, "progress": False, "seed": 3},
+        "optim": {"name": "sgd", "lr": 0.01},
+        "cache": {"enabled": cache, "views": 2, "dir": str(out.parent / "cache")},
+        "augment": {"scale_min": 0.5, "flip": False},
+        "output": str(out),
+    }
+    for key, value in extra.items():
+        section, name = key.split("__")
+        raw[section][name] = value
+    return build_config(raw)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_run_writes_metrics_and_three_honest_results(color_data, tmp_path, cache):
+    out = tmp_path / "run"
+    summary = run(config(color_data, out, cache=cache))
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [3, 6]
+    for r in lines:
+        assert {"target/acc", "target/mean_class_acc", "source_val/acc", "lr", "train/loss/total"} <= set(r)
+    res = summary["results"]
+    assert set(res) == {"last", "selected", "oracle"}
+    assert "ORACLE" in res["oracle"]["chosen_by"]
+    assert res["oracle"]["target_metric"] >= max(res["last"]["target_metric"], res["selected"]["target_metric"])
+    assert res["last"]["step"] == 6
+    best_val = max(r["source_val/acc"] for r in lines)
+    assert res["selected"]["source_val_acc"] == best_val
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["results"] == res and saved["config"]["method"]["name"] == "dapl"
+    ckpt = load_safe(out / "checkpoint.pt")
+    assert ckpt["step"] == 6 and set(ckpt["trainable"]) == {"prompt_learner.ctx", "prompt_learner.domain_ctx"}
+    assert (out / "selected.pt").is_file() and (out / "last.pt").is_file()
+
+
+def test_zero_shot_run_evaluates_once(color_data, tmp_path):
+    out = tmp_path / "zs"
+    summary = run(config(color_data, out, method="zeroshot"))
+    assert summary["results"]["last"]["step"] == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_resume_gives_the_same_parameters(color_data, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    run(config(color_data, straight))
+    want = load_safe(straight / "checkpoint.pt")["trainable"]
+
+    killed = tmp_path / "killed"
+    real_save = trainer_mod.save_atomic
+    calls = {"n": 0}
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        if path.name == "checkpoint.pt":
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise KeyboardInterrupt  # the run is killed right after its step-3 checkpoint
+
+    monkeypatch.setattr(trainer_mod, "save_atomic", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(config(color_data, killed))
+    assert load_safe(killed / "checkpoint.pt")["step"] == 3
+    monkeypatch.setattr(trainer_mod, "save_atomic", real_save)
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(config(color_data, killed))
+    summary = run(config(color_data, killed), resume=True)
+    got = load_safe(killed / "checkpoint.pt")["trainable"]
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+    assert summary["results"] == json.loads((straight / "summary.json").read_text())["results"] | {}
+    assert [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()] == [3, 6]
+
+
+def test_epochs_set_the_number_of_steps(color_data, tmp_path):
+    cfg = config(color_data, tmp_path / "ep", train__epochs=2.0)
+    run(cfg)
+    # 9 source training images (12 minus 3 held out) at batch 4: ceil(2 * 9 / 4) = 5 steps
+    assert load_safe(tmp_path / "ep" / "checkpoint.pt")["step"] == 5
+
+
+def test_unreadable_image_is_skipped_and_counted(color_data, tmp_path):
+    (color_data / "tgt" / "red" / "0.png").write_bytes(b"not an image")
+    for cache in (True, False):
+        out = tmp_path / f"bad-{cache}"
+        with pytest.warns(UserWarning):
+            summary = run(config(color_data, out, cache=cache))
+        assert summary["bad_images"] == 1
+
+
+def test_strict_images_makes_a_bad_image_an_error(color_data, tmp_path):
+    (color_data / "tgt" / "red" / "0.png").write_bytes(b"not an image")
+    with pytest.raises(Exception, match="0.png"):
+        run(config(color_data, tmp_path / "strict", data__strict_images=True))

@@ -1,0 +1,58 @@
+"""Every registered method: build on a tiny CLIP, take a few steps, predict, loss falls."""
+
+import pytest
+import torch
+
+from vlda.gradients.sum import SumStrategy
+from vlda.methods.base import Task
+from vlda.methods.registry import METHODS, get_method
+
+TASK = Task(("dog", "cat", "bird", "fish"), ("dog", "cat", "bird", "fish"), ("art",), "photo")
+
+
+def batches():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(4, 64, generator=g)
+    ys = torch.arange(4).repeat(4)
+    fs = centers[ys] + 0.3 * torch.randn(16, 64, generator=g)
+    ft = centers[ys] + 0.3 * torch.randn(16, 64, generator=g) + 0.5
+    src = {"features": fs, "labels": ys, "domains": torch.zeros(16, dtype=torch.long)}
+    tgt = {"features": ft, "domains": torch.ones(16, dtype=torch.long)}
+    return src, tgt
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_method_builds_steps_predicts_and_learns(name, tiny_vit):
+    cls = get_method(name)
+    torch.manual_seed(0)
+    method = cls(tiny_vit, TASK, cls.make_params({}))
+    method.setup(torch.device("cpu"))
+    src, tgt = batches()
+    feats = method.image_features(src)
+    logits = method.logits(feats)
+    assert logits.shape == (16, 4) and torch.isfinite(logits).all()
+    if not method.trains:
+        assert method.trainable_parameters() == []
+        return
+    params = method.trainable_parameters()
+    opt = torch.optim.SGD(params, lr=0.05, momentum=0.9)
+    weights = method.loss_weights()
+
+    def total():
+        with torch.no_grad():
+            return sum(weights.get(k, 1.0) * v for k, v in method.losses(src, tgt).items()).item()
+
+    before = total()
+    for _ in range(15):
+        SumStrategy().step(lambda: method.losses(src, tgt), weights, params, opt)
+    assert total() < before
+    state = method.trainable_state_dict()
+    assert state and all(not t.requires_grad for t in state.values())
+    method.load_trainable_state_dict(state)
+
+
+def test_unknown_method_and_option():
+    with pytest.raises(ValueError, match="available"):
+        get_method("nope")
+    with pytest.raises(ValueError, match="unknown option"):
+        get_method("dapl").make_params({"tua": 0.5})

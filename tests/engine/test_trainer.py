@@ -49,7 +49,7 @@ def test_run_writes_metrics_and_three_honest_results(color_data, tmp_path, cache
     saved = json.loads((out / "summary.json").read_text())
     assert saved["results"] == res and saved["config"]["method"]["name"] == "dapl"
     ckpt = load_safe(out / "checkpoint.pt")
-    assert ckpt["step"] == 6 and set(ckpt["trainable"]) == {"prompt_learner.ctx", "prompt_learner.domain_ctx"}
+    assert ckpt["step"] == 6 and set(ckpt["trainable"]) == {"prompt_learner.ctx", "prompt_learner.domain_ctx.0", "prompt_learner.domain_ctx.1"}
     assert (out / "selected.pt").is_file() and (out / "last.pt").is_file()
 
 

@@ -11,13 +11,13 @@ def test_shapes_and_trainable_parts(tiny_vit):
     cfg = PromptConfig(n_ctx=4, n_domain_ctx=2, class_specific=True, template="{classname} , a {domain} image.")
     pl = PromptLearner(tiny_vit, CLASSES, ["art", "clip art"], cfg)
     assert pl.ctx.shape == (3, 4, tiny_vit.text_width)
-    assert pl.domain_ctx.shape == (2, 2, tiny_vit.text_width)
+    assert [tuple(p.shape) for p in pl.domain_ctx] == [(2, tiny_vit.text_width)] * 2
     feats = pl()
     assert feats.shape == (2, 3, tiny_vit.embed_dim)
     torch.testing.assert_close(feats.norm(dim=-1), torch.ones(2, 3))
     feats.sum().backward()
-    assert pl.ctx.grad is not None and pl.domain_ctx.grad is not None
-    assert [n for n, p in pl.named_parameters()] == ["ctx", "domain_ctx"]
+    assert pl.ctx.grad is not None and all(p.grad is not None for p in pl.domain_ctx)
+    assert [n for n, p in pl.named_parameters()] == ["ctx", "domain_ctx.0", "domain_ctx.1"]
 
 
 def test_prompt_equals_manual_token_replacement(tiny_vit):
@@ -29,7 +29,7 @@ def test_prompt_equals_manual_token_replacement(tiny_vit):
     tokens = clip_tokenize(texts)
     emb = tiny_vit.embed_tokens(tokens).clone()
     emb[:, 1:4] = pl.ctx.detach()
-    emb[:, 4:6] = pl.domain_ctx.detach()[1]
+    emb[:, 4:6] = pl.domain_ctx[1].detach()
     ref = tiny_vit.encode_text_embeddings(emb, tokens.argmax(-1))  # full 77-token pass
     torch.testing.assert_close(got, torch.nn.functional.normalize(ref, dim=-1), rtol=1e-5, atol=1e-5)
 

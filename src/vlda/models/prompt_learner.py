@@ -63,7 +63,7 @@ class PromptLearner(nn.Module):
             :meth:`forward` (DAPL: sources then target). CoOp uses a single entry.
         config: the :class:`PromptConfig`.
 
-    Shapes: ``ctx`` ``[M1, W]`` or ``[C, M1, W]``; ``domain_ctx`` ``[n_domains, M2, W]``.
+    Shapes: ``ctx`` ``[M1, W]`` or ``[C, M1, W]``; ``domain_ctx[d]`` ``[M2, W]`` for each domain.
     """
 
     def __init__(
@@ -101,12 +101,13 @@ class PromptLearner(nn.Module):
         else:
             nn.init.normal_(ctx, std=config.init_std)
         self.ctx = nn.Parameter(ctx)
+        # One parameter per domain, so gradient strategies can treat each domain's block on its
+        # own (PGA normalises the source and target blocks separately).
+        self.domain_ctx = nn.ParameterList()
         if self.n_domain_ctx > 0:
             dom = torch.empty(self.n_domains, self.n_domain_ctx, width, device=device)
             nn.init.normal_(dom, std=config.init_std)
-            self.domain_ctx: nn.Parameter | None = nn.Parameter(dom)
-        else:
-            self.domain_ctx = None
+            self.domain_ctx.extend(nn.Parameter(d.clone()) for d in dom)
 
         # Fixed tokens of every (domain, class) prompt, cut after the longest EOT.
         n_learned = n_ctx + self.n_domain_ctx
@@ -140,8 +141,8 @@ class PromptLearner(nn.Module):
         ctx = self.ctx.to(dtype)
         ctx = ctx.unsqueeze(0).expand(c, -1, -1) if ctx.dim() == 2 else ctx  # [C, M1, W]
         parts = [self.token_prefix[idx], ctx.unsqueeze(0).expand(n, -1, -1, -1)]
-        if self.domain_ctx is not None:
-            dom = self.domain_ctx.to(dtype)[idx]  # [n, M2, W]
+        if len(self.domain_ctx):
+            dom = torch.stack([self.domain_ctx[i] for i in domains]).to(dtype)  # [n, M2, W]
             parts.append(dom.unsqueeze(1).expand(-1, c, -1, -1))
         parts.append(self.token_suffix[idx])
         emb = torch.cat(parts, dim=2)  # [n, C, L, W]

@@ -1,0 +1,102 @@
+"""The command line, end to end on a tiny tree (``vlda.cli.main.main`` in-process)."""
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from vlda.cli.config import ConfigError, load_config
+from vlda.cli.main import main
+
+
+def write_config(tmp_path, data_root, **overrides):
+    cfg = {
+        "data": {"custom": {"root": str(data_root), "domains": {"src": "src", "tgt": "tgt"}},
+                 "source": ["src"], "target": "tgt", "source_val_fraction": 0.25},
+        "model": {"backbone": "tiny", "name": "vit", "pretrained": None},
+        "method": {"name": "coop", "n_ctx": 4},
+        "train": {"steps": 4, "batch_size": 4, "eval_every": 2},
+        "cache": {"views": 2, "dir": str(tmp_path / "cache")},
+        "augment": {"flip": False},
+        "output": str(tmp_path / "run"),
+    }
+    cfg.update(overrides)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_list_json(capsys):
+    assert main(["list", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"benchmarks", "methods", "gradients", "backbones"}
+    assert {"office31", "officehome", "visda2017", "domainnet", "digits"} <= set(out["benchmarks"])
+    assert {"zeroshot", "coop", "dapl"} <= set(out["methods"]) and "sum" in out["gradients"]
+
+
+def test_train_eval_predict(tmp_path, color_data, capsys):
+    cfg = write_config(tmp_path, color_data)
+    assert main(["train", "-c", str(cfg), "--quiet", "train.seed=2"]) == 0
+    out = capsys.readouterr().out
+    assert "selected" in out and "oracle" in out
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["config"]["train"]["seed"] == 2
+
+    assert main(["eval", "--run", str(run), "--quiet"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["target/acc"] == pytest.approx(summary["results"]["selected"]["target_acc"])
+
+    (color_data / "tgt" / "blue" / "broken.png").write_bytes(b"garbage")
+    preds = tmp_path / "preds.csv"
+    assert main(["predict", "--run", str(run), "--images", str(color_data / "tgt"), "--out", str(preds)]) == 0
+    rows = list(csv.DictReader(preds.open()))
+    assert len(rows) == 13
+    good = [r for r in rows if r["prediction"]]
+    assert len(good) == 12 and all(r["prediction"] in {"red", "green", "blue"} for r in good)
+    assert all(0.0 <= float(r["confidence"]) <= 1.0 for r in good)
+
+
+def test_train_refuses_to_overwrite_a_run(tmp_path, color_data, capsys):
+    cfg = write_config(tmp_path, color_data)
+    assert main(["train", "-c", str(cfg), "-q"]) == 0
+    assert main(["train", "-c", str(cfg), "-q"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "-c", str(cfg), "-q", "--resume"]) == 0
+
+
+def test_config_errors_are_clear(tmp_path, color_data, capsys):
+    cfg = write_config(tmp_path, color_data)
+    with pytest.raises(ConfigError, match="did you mean 'steps'"):
+        load_config(cfg, ["train.stesp=3"])
+    with pytest.raises(ConfigError, match="unknown config section"):
+        load_config(cfg, ["trian.steps=3"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(cfg, ["train.steps"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="also a source"):
+        load_config(cfg, ["data.target=src"])
+    assert main(["train", "-c", str(cfg), "method.name=nope"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+
+
+def test_missing_weights_is_one_sentence(tmp_path, color_data, capsys):
+    cfg = write_config(tmp_path, color_data)
+    code = main(["train", "-c", str(cfg), "model.backbone=open_clip", "model.name=RN50",
+                 f"model.pretrained={tmp_path}/RN50.pt"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "RN50.pt" in err and "does not exist" in err and len(err.splitlines()) == 1
+
+
+def test_wrong_class_lists_across_domains(tmp_path, color_data, capsys):
+    (color_data / "tgt" / "yellow").mkdir()
+    cfg = write_config(tmp_path, color_data)
+    assert main(["train", "-c", str(cfg), "-q"]) == 2
+    assert "yellow" in capsys.readouterr().err

@@ -35,6 +35,7 @@ from vlda.engine.schedule import ScheduleConfig, lr_at
 from vlda.engine.streams import Source, TrainStream, eval_batches
 from vlda.gradients.base import GradientStrategy
 from vlda.methods.base import Method
+from vlda.selection.summary import summarize
 
 log = logging.getLogger("vlda")
 
@@ -292,27 +293,3 @@ class Trainer:
         }
         write_text_atomic(json.dumps(summary, indent=2, default=str), self.out / "summary.json")
         return summary
-
-
-def _result(rec: dict[str, Any], how: str) -> dict[str, Any]:
-    keys = ("step", "target/acc", "target/mean_class_acc", "target/metric", "source_val/acc")
-    out = {k.replace("/", "_"): rec[k] for k in keys if k in rec}
-    out["chosen_by"] = how
-    return out
-
-
-def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """``last``, ``selected`` (best source-validation accuracy) and ``oracle`` (best target)."""
-    if not history:
-        return {}
-    last = history[-1]
-    with_val = [r for r in history if "source_val/acc" in r]
-    # max() keeps the first of equal scores: the earliest step wins ties.
-    selected = max(with_val, key=lambda r: r["source_val/acc"]) if with_val else last
-    oracle = max(history, key=lambda r: r["target/metric"])
-    return {
-        "last": _result(last, "last step"),
-        "selected": _result(selected, "source-validation accuracy (no target labels)"),
-        "oracle": _result(oracle, "ORACLE: best target metric, uses target labels"),
-    }
-

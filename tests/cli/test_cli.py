@@ -100,3 +100,12 @@ def test_wrong_class_lists_across_domains(tmp_path, color_data, capsys):
     cfg = write_config(tmp_path, color_data)
     assert main(["train", "-c", str(cfg), "-q"]) == 2
     assert "yellow" in capsys.readouterr().err
+
+
+def test_cache_command_builds_then_reuses(tmp_path, color_data, capsys):
+    cfg = write_config(tmp_path, color_data)
+    assert main(["cache", "-c", str(cfg), "-q"]) == 0
+    built = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(built) == 2  # one entry per domain
+    assert main(["cache", "-c", str(cfg), "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == built

@@ -111,3 +111,27 @@ def test_strict_images_makes_a_bad_image_an_error(color_data, tmp_path):
     (color_data / "tgt" / "red" / "0.png").write_bytes(b"not an image")
     with pytest.raises(Exception, match="0.png"):
         run(config(color_data, tmp_path / "strict", data__strict_images=True))
+
+
+def test_multi_source_batches_are_balanced(tmp_path):
+    from conftest import make_color_domains
+
+    root = make_color_domains(tmp_path / "data", domains=("a", "b", "t"), per_class=4)
+    cfg = config(root, tmp_path / "ms")
+    cfg.data.custom["domains"] = {"a": "a", "b": "b", "t": "t"}
+    cfg.data.source, cfg.data.target = ["a", "b"], "t"
+    from vlda.engine.experiment import build_trainer
+
+    trainer = build_trainer(cfg)
+    batch = next(trainer.source_stream.iterate(0, 1))
+    assert batch["domains"].tolist().count(0) == 2 and batch["domains"].tolist().count(1) == 2
+    assert "labels" not in next(trainer.target_stream.iterate(0, 1))  # no target labels, ever
+    summary = trainer.fit()
+    assert summary["results"]["last"]["step"] == 6
+
+
+def test_tensorboard_logs(color_data, tmp_path):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "tb"
+    run(config(color_data, out, train__tensorboard=True))
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))

@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from vlda.models.backbone import EOT_TOKEN, SOT_TOKEN, clip_tokenize
-from vlda.models.loading import BackboneSpec, WeightsNotFoundError, load_backbone, load_open_clip_dir
+from vlda.models.loading import (
+    BackboneSpec,
+    WeightsNotFoundError,
+    load_backbone,
+    load_open_clip_dir,
+)
 
 TEXTS = ["a photo of a dog.", "an extremely long and oddly specific photo of a small cat"]
 

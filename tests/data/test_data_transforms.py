@@ -103,3 +103,31 @@ def test_transforms_pickle_and_repr():
     t2 = pickle.loads(pickle.dumps(t))
     assert t2 == t and repr(t2) == repr(t)
     assert repr(t).startswith("TrainTransform(size=32")
+
+
+def test_strong_transform_seeded_and_stronger_than_weak():
+    from vlda.data.transforms import (
+        RAND_AUGMENT_OPS,
+        PairTransform,
+        StrongTransform,
+        _rand_augment_op,
+    )
+
+    img = _image(40, 40, seed=3)
+    strong = StrongTransform(16, CLIP_MEAN, CLIP_STD, scale=(1.0, 1.0), flip=False, prob=1.0)
+    a = strong(img, np.random.default_rng(5))
+    assert a.shape == (3, 16, 16) and torch.equal(a, strong(img, np.random.default_rng(5)))
+    weak = TrainTransform(16, CLIP_MEAN, CLIP_STD, scale=(1.0, 1.0), flip=False)
+    differ = sum(
+        not torch.allclose(strong(img, np.random.default_rng(s)), weak(img, np.random.default_rng(s)))
+        for s in range(10)
+    )
+    assert differ >= 8  # two ops at magnitude ~10 almost always change the pixels
+    small = img.resize((16, 16))
+    for op in RAND_AUGMENT_OPS:
+        out = _rand_augment_op(small, op, 1.0, -1.0)
+        assert out.size == (16, 16) and out.mode == "RGB"
+    pair = PairTransform(weak, strong)
+    both = pair(img, np.random.default_rng(1))
+    assert both.shape == (2, 3, 16, 16)
+    assert "StrongTransform" in fingerprint(pair) and "magnitude=10.0" in fingerprint(strong)

@@ -38,3 +38,16 @@ def test_schedule_config_errors():
         ScheduleConfig(name="cosin")
     with pytest.raises(ValueError, match="period"):
         ScheduleConfig(name="dassl_per_iter_cosine")
+
+
+def test_inv_schedule_matches_tllib_lambda_lr():
+    # TLlib: LambdaLR(opt, lambda x: lr * (1 + gamma * x) ** (-decay)) on a group of lr 1.0
+    lr, gamma, decay = 0.01, 0.001, 0.75
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda x: lr * (1.0 + gamma * float(x)) ** (-decay))
+    cfg = ScheduleConfig(name="inv", gamma=gamma, power=decay)
+    for step in range(0, 3000, 7):
+        assert lr_at(step, 3000, lr, cfg) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
+        for _ in range(7):
+            opt.step()
+            sched.step()

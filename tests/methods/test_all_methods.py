@@ -10,6 +10,18 @@ from vlda.methods.registry import METHODS, get_method
 TASK = Task(("dog", "cat", "bird", "fish"), ("dog", "cat", "bird", "fish"), ("art",), "photo")
 
 
+def image_batches():
+    """For methods that train an image classifier: 16 + 16 tiny images with class patterns."""
+    g = torch.Generator().manual_seed(0)
+    patterns = torch.randn(4, 3, 32, 32, generator=g)
+    ys = torch.arange(4).repeat(4)
+    xs = patterns[ys] + 0.3 * torch.randn(16, 3, 32, 32, generator=g)
+    xt = patterns[ys] + 0.3 * torch.randn(16, 3, 32, 32, generator=g) + 0.5
+    src = {"images": xs, "labels": ys, "domains": torch.zeros(16, dtype=torch.long)}
+    tgt = {"images": xt, "domains": torch.ones(16, dtype=torch.long)}
+    return src, tgt
+
+
 def batches():
     g = torch.Generator().manual_seed(0)
     centers = torch.randn(4, 64, generator=g)
@@ -25,9 +37,15 @@ def batches():
 def test_method_builds_steps_predicts_and_learns(name, tiny_vit):
     cls = get_method(name)
     torch.manual_seed(0)
-    method = cls(tiny_vit, TASK, cls.make_params({}))
+    if getattr(cls, "model_family", "") == "classifier":  # classic methods: a tiny timm ResNet
+        from vlda.models.classifier import tiny_image_backbone
+
+        method = cls(tiny_image_backbone(), TASK, cls.make_params({}))
+        src, tgt = image_batches()
+    else:
+        method = cls(tiny_vit, TASK, cls.make_params({}))
+        src, tgt = batches()
     method.setup(torch.device("cpu"))
-    src, tgt = batches()
     feats = method.image_features(src)
     logits = method.logits(feats)
     assert logits.shape == (16, 4) and torch.isfinite(logits).all()

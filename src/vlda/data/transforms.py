@@ -217,3 +217,117 @@ def _stable(value: object) -> str:
     if isinstance(value, dict):
         return "{" + ",".join(f"{k}:{_stable(value[k])}" for k in sorted(value)) + "}"
     return repr(value)
+
+
+# -- strong augmentation (FixMatch) -------------------------------------------------------------
+
+_FILL = (128, 128, 128)
+RAND_AUGMENT_OPS = (
+    "auto_contrast", "equalize", "invert", "rotate", "posterize", "solarize", "solarize_add",
+    "color", "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x",
+    "translate_y",
+)
+
+
+def _rand_augment_op(img: Image.Image, op: str, m: float, sign: float) -> Image.Image:
+    """One RandAugment operation at magnitude ``m`` in [0, 1] (timm's level / 10)."""
+    from PIL import ImageEnhance, ImageOps
+
+    if op == "auto_contrast":
+        return ImageOps.autocontrast(img)
+    if op == "equalize":
+        return ImageOps.equalize(img)
+    if op == "invert":
+        return ImageOps.invert(img)
+    if op == "rotate":
+        return img.rotate(sign * 30.0 * m, resample=Image.Resampling.BILINEAR, fillcolor=_FILL)
+    if op == "posterize":
+        return ImageOps.posterize(img, 8 - int(4 * m))
+    if op == "solarize":
+        return ImageOps.solarize(img, int(256 - 256 * m))
+    if op == "solarize_add":
+        arr = np.asarray(img, dtype=np.int32)
+        arr = np.where(arr < 128, np.minimum(arr + int(110 * m), 255), arr)
+        return Image.fromarray(arr.astype(np.uint8), img.mode)
+    if op in ("color", "contrast", "brightness", "sharpness"):
+        enhancer = {
+            "color": ImageEnhance.Color, "contrast": ImageEnhance.Contrast,
+            "brightness": ImageEnhance.Brightness, "sharpness": ImageEnhance.Sharpness,
+        }[op]
+        return enhancer(img).enhance(1.0 + sign * 0.9 * m)
+    if op in ("shear_x", "shear_y"):
+        s = sign * 0.3 * m
+        coeffs = (1, s, 0, 0, 1, 0) if op == "shear_x" else (1, 0, 0, s, 1, 0)
+        return img.transform(img.size, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=_FILL)
+    if op in ("translate_x", "translate_y"):
+        d = sign * 0.45 * m
+        coeffs = (1, 0, d * img.width, 0, 1, 0) if op == "translate_x" else (1, 0, 0, 0, 1, d * img.height)
+        return img.transform(img.size, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=_FILL)
+    raise ValueError(f"unknown RandAugment op {op!r}")
+
+
+class StrongTransform(TrainTransform):
+    """The weak view (random resized crop + flip) followed by RandAugment (Cubuk et al., 2020),
+    as FixMatch's strong view and TLlib's ``fixmatch.py`` (timm ``rand-m10-n2-mstd2``).
+
+    ``n_ops`` operations are drawn (with replacement) from :data:`RAND_AUGMENT_OPS`; each is
+    applied with probability ``prob``, at magnitude ``N(magnitude, magnitude_std)`` clipped to
+    [0, 10] (10 = the strongest: 30° rotation, 0.3 shear, 45% translation, 4-bit posterize,
+    ±0.9 enhancement), with a random sign for the signed ones. All draws come from the RNG.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        scale: tuple[float, float] = (0.08, 1.0),
+        flip: bool = True,
+        n_ops: int = 2,
+        magnitude: float = 10.0,
+        magnitude_std: float = 2.0,
+        prob: float = 0.5,
+    ):
+        super().__init__(size, mean, std, scale=scale, flip=flip)
+        self.n_ops = int(n_ops)
+        self.magnitude = float(magnitude)
+        self.magnitude_std = float(magnitude_std)
+        self.prob = float(prob)
+
+    def params(self) -> dict:
+        return {
+            **super().params(), "n_ops": self.n_ops, "magnitude": self.magnitude,
+            "magnitude_std": self.magnitude_std, "prob": self.prob,
+        }
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
+        rng = rng if rng is not None else np.random.default_rng()
+        img = _to_rgb(img)
+        box = self.crop_box(img.width, img.height, rng)
+        img = img.resize((self.size, self.size), _BICUBIC, box=box)
+        if self.flip and rng.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        for _ in range(self.n_ops):
+            op = RAND_AUGMENT_OPS[int(rng.integers(len(RAND_AUGMENT_OPS)))]
+            apply = rng.random() < self.prob
+            m = float(np.clip(rng.normal(self.magnitude, self.magnitude_std), 0.0, 10.0)) / 10.0
+            sign = 1.0 if rng.random() < 0.5 else -1.0
+            if apply:
+                img = _rand_augment_op(img, op, m, sign)
+        return to_tensor(img, self.mean, self.std)
+
+
+class PairTransform(_Transform):
+    """Two views of one image, ``[2, 3, H, W]`` (FixMatch's weak and strong target views); both
+    drawn from the same RNG, one after the other."""
+
+    def __init__(self, first: Transform, second: Transform):
+        self.first = first
+        self.second = second
+
+    def params(self) -> dict:
+        return {"first": fingerprint(self.first), "second": fingerprint(self.second)}
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
+        rng = rng if rng is not None else np.random.default_rng()
+        return torch.stack([self.first(img, rng), self.second(img, rng)])

@@ -91,6 +91,32 @@ def load_run_data(cfg: RunConfig) -> RunData:
     return RunData(task, sources, target, target_eval, metric)
 
 
+def is_classifier_method(cfg: RunConfig) -> bool:
+    """Whether the configured method trains an image classifier (the classic baselines)."""
+    return getattr(get_method(cfg.method["name"]), "model_family", "") == "classifier"
+
+
+def load_run_backbone(cfg: RunConfig, device: torch.device | str = "cpu") -> Any:
+    """What ``cfg.model`` names: a timm image backbone for the classic methods (``model_family
+    = "classifier"``), a vision-language backbone for the others."""
+    m, name = cfg.model, cfg.method["name"]
+    if is_classifier_method(cfg):
+        if m.backbone != "timm":
+            raise ConfigError(
+                f"method {name!r} trains an image classifier: set model.backbone: timm (e.g. "
+                "model.name: efficientnet_lite0, model.pretrained: imagenet, which works offline)"
+            )
+        from vlda.models.classifier import load_image_backbone
+
+        return load_image_backbone(m.name, m.pretrained, m.image_size).to(device)
+    if m.backbone == "timm":
+        raise ConfigError(
+            f"model.backbone: timm builds image classifiers for the classic methods; method "
+            f"{name!r} needs a vision-language backbone (open_clip, hf or tiny)"
+        )
+    return load_backbone(BackboneSpec(m.backbone, m.name, m.pretrained), device)
+
+
 def build_method(cfg: RunConfig, task: Task, backbone: VisionLanguageBackbone) -> Method:
     opts = dict(cfg.method)
     cls = get_method(opts.pop("name"))
@@ -141,7 +167,11 @@ def build_trainer(cfg: RunConfig, out: Path | None = None) -> Trainer:
     torch.manual_seed(cfg.train.seed)
     data = load_run_data(cfg)
     device = resolve_device(cfg.train.device)
-    backbone = load_backbone(BackboneSpec(cfg.model.backbone, cfg.model.name, cfg.model.pretrained), device)
+    if is_classifier_method(cfg) and cfg.cache.enabled:
+        # The classic methods train the image network: its features change, nothing to cache.
+        log.info("method %s trains the image network: feature cache off", cfg.method["name"])
+        cfg.cache.enabled = False
+    backbone = load_run_backbone(cfg, device)
     method = build_method(cfg, data.task, backbone)
     n_views = cfg.cache.views if method.trains else 0
     bad_log = BadImageLog()
@@ -160,6 +190,9 @@ def build_trainer(cfg: RunConfig, out: Path | None = None) -> Trainer:
     tgt_train, tgt_eval = _sources_for(cfg, backbone, data.target, t_index, n_views, bad_log, progress)
     if data.target_eval is not data.target:
         _, tgt_eval = _sources_for(cfg, backbone, data.target_eval, t_index, 0, bad_log, progress)
+    if hasattr(method, "target_train_transform") and tgt_train.dataset is not None:
+        # e.g. FixMatch: a weak and a strong view of every target image
+        tgt_train.dataset.transform = method.target_train_transform(tgt_train.dataset.transform)
     for s in [*src_train, tgt_train]:
         if len(s.pool) == 0:
             raise ConfigError("a training domain has no usable image (empty, or every image unreadable)")
@@ -189,7 +222,7 @@ def build_trainer(cfg: RunConfig, out: Path | None = None) -> Trainer:
         )
     )
     return Trainer(
-        method, get_strategy(cfg.gradients.get("name", "sum")), source_stream, target_stream,
+        method, get_strategy(cfg.gradients), source_stream, target_stream,
         tgt_eval, src_val, cfg.train, cfg.optim, cfg.schedule, out, headline_metric=data.metric,
         config=cfg.to_dict(), num_workers=workers, bad_log=bad_log,
     )

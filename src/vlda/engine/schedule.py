@@ -10,6 +10,8 @@
   ``MAX_EPOCH`` (25 for DAPL) and ``warmup_steps: 1, warmup_type: constant`` to reproduce Dassl's
   one-"epoch" constant warm-up, which is one iteration for the same reason. For reproduction
   only; it is not a sensible schedule.
+* ``inv``: ``lr_t = lr · (1 + γ t)^(-power)`` (after warm-up), the annealing of the classic UDA
+  code (DANN, CDAN, the GH code, TLlib: γ = 0.001, power = 0.75; TLlib's FixMatch γ = 0.0004).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-SCHEDULES = ("cosine", "constant", "dassl_per_iter_cosine")
+SCHEDULES = ("cosine", "constant", "dassl_per_iter_cosine", "inv")
 
 
 @dataclass
@@ -27,6 +29,8 @@ class ScheduleConfig:
     warmup_lr: float = 1e-5
     warmup_type: str = "linear"  # "linear" (warmup_lr -> lr) or "constant" (warmup_lr)
     period: int | None = None  # dassl_per_iter_cosine only: MAX_EPOCH of the official config
+    gamma: float = 0.001  # inv only
+    power: float = 0.75  # inv only
 
     def __post_init__(self) -> None:
         if self.name not in SCHEDULES:
@@ -45,6 +49,8 @@ def lr_at(step: int, total_steps: int, base_lr: float, cfg: ScheduleConfig) -> f
         return cfg.warmup_lr + (base_lr - cfg.warmup_lr) * step / cfg.warmup_steps
     if cfg.name == "constant":
         return base_lr
+    if cfg.name == "inv":
+        return base_lr * (1 + cfg.gamma * (step - cfg.warmup_steps)) ** (-cfg.power)
     if cfg.name == "dassl_per_iter_cosine":
         t = step - cfg.warmup_steps
         return base_lr * (1 + math.cos(math.pi * t / cfg.period)) / 2

@@ -33,7 +33,7 @@ from vlda.engine.metrics import accuracy, mean_class_accuracy
 from vlda.engine.optim import OptimConfig, build_optimizer
 from vlda.engine.schedule import ScheduleConfig, lr_at
 from vlda.engine.streams import Source, TrainStream, eval_batches
-from vlda.gradients.base import GradientStrategy
+from vlda.gradients.base import GradientStrategy, objectives_from_method, summarize_diagnostics
 from vlda.methods.base import Method
 from vlda.selection.summary import summarize
 
@@ -162,7 +162,9 @@ class Trainer:
         method.setup(self.device)
         ckpt_path = self.out / "checkpoint.pt"
         params = method.trainable_parameters() if method.trains else []
-        optimizer = build_optimizer(params, self.optim_cfg) if params else None
+        # Methods with per-part learning rates give groups with an `lr_scale` (classic methods).
+        groups = method.optimizer_groups() if hasattr(method, "optimizer_groups") and params else params
+        optimizer = build_optimizer(groups, self.optim_cfg) if params else None
         use_scaler = self.cfg.amp == "fp16" and self.device.type == "cuda" and optimizer is not None
         scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         start = 0
@@ -216,7 +218,10 @@ class Trainer:
                 with self._autocast():
                     return method.losses(src, tgt)
 
-            diag = self.strategy.step(closure, weights, params, optimizer, scaler)
+            if hasattr(method, "on_train_step"):  # progress-dependent schedules (DANN's λ)
+                method.on_train_step(step, total)
+            objectives = objectives_from_method(method, src, tgt, self._autocast, weights)
+            diag = self.strategy.step(closure, weights, params, optimizer, scaler, objectives=objectives)
             diag.update(method.last_metrics)
             for k, v in diag.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -289,6 +294,8 @@ class Trainer:
             "method": self.method.name,
             "headline_metric": self.headline,
             "results": summarize(self.history),
+            # run means of the strategy's per-step diagnostics (cosine, conflict rate, norms)
+            "gradients": {"strategy": self.strategy.name, **summarize_diagnostics(self.history)},
             "bad_images": self.bad_log.count if self.bad_log is not None else 0,
         }
         write_text_atomic(json.dumps(summary, indent=2, default=str), self.out / "summary.json")

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from vlda.gradients.base import Closure, GradientStrategy
+from vlda.gradients.base import Closure, GradientStrategy, Objectives
 
 
 class SumStrategy(GradientStrategy):
@@ -19,6 +19,8 @@ class SumStrategy(GradientStrategy):
         params: Sequence[torch.nn.Parameter],
         optimizer: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler | None = None,
+        *,
+        objectives: Objectives | None = None,
     ) -> dict[str, float]:
         optimizer.zero_grad(set_to_none=True)
         losses = closure()

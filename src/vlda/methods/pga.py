@@ -1,0 +1,226 @@
+"""PGA and MPGA: DAPL-style prompts with one objective per domain (Phan et al., NeurIPS 2024).
+
+The model follows the official ``VietHoang1512/PGA`` code (``DAPrompt/trainers/lapa.py`` for
+PGA, ``lampa.py`` for MPGA; algorithms.md §3.1-3.2). CLIP is frozen; learned are
+
+* ``ctx`` — the shared context θ_sh, ``[M1, W]`` or class-specific ``[C, M1, W]`` (CSC);
+* ``domain_ctx[d]`` — one specific context ``[M2, W]`` per domain: θ_S1..θ_SK, then θ_T.
+
+Prompt for domain ``d``, class ``k``: ``[SOS][ctx][dom_d] <template(k, d)> [EOT]``, with the
+official texts: PGA ``"{classname} {domain}."`` (lapa.py: ``name + " " + domain + "."``), MPGA
+``"{classname}, a {domain} image."`` (lampa.py writes ``", a " + domain + "image."`` without the
+space; that typo is fixed by default, set ``template`` to reproduce it). Domain words come from
+the benchmark (``real_world`` -> ``real world``; lapa.py uses the raw id).
+
+Objectives (one text-encoder pass each, over that domain's C prompts only; image features and
+pseudo-labels are computed once per step, outside the closures)::
+
+    source_ce      = CE(s · <f(x_s), g(t_{k,S})>, y_s)                       (PGA, K = 1)
+    source_ce/<d>  = the same over the batch's samples of source d           (MPGA)
+    target_pl      = Σ_i m_i CE(s · <f(x_t), g(t_{k,T})>, ŷ_i) / Σ_i m_i     (0 when Σ m = 0)
+
+with ``s`` CLIP's logit scale, zero-shot pseudo-labels ``p = softmax(s · <f(x_t), w_k> / T)``,
+``w_k = g("a photo of a CLASS_k.")`` encoded once per run, ``ŷ = argmax p``, ``m = 1[max p ≥ τ]``
+(the official code divides by Σ m and gets NaN when it is 0). The ``pga`` gradient strategy
+(:mod:`vlda.gradients.pga`) combines them; with ``gradients: sum`` this is a DAPL-like method
+with per-domain passes.
+
+Prediction (``inference``):
+
+* ``target`` — target prompts: ``s · <f(x), g(t_{k,T})>``;
+* ``ensemble`` (default) — the average of the softmax probabilities of the target prompts and of
+  every source's prompts (each counted once), returned as log-probabilities (``LA/main.py``,
+  ``main_multi.py``). ``ensemble_space: dassl_logits`` reproduces ``DAPrompt``'s inference
+  instead: it averages *logits*, and for K ≥ 2 (``lampa.py::model_inference``) counts the last
+  source twice, ``(z_T + Σ_i z_Si + z_SK) / (K + 1)`` — a compatibility option, not a default.
+
+The official code evaluates both modes after every epoch and keeps the best on target labels;
+vlda uses one mode, fixed in advance, and reports last / selected / oracle as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from vlda.methods.base import Method, Task, masked_mean
+from vlda.methods.zeroshot import resolve_templates, zero_shot_classifier
+from vlda.models.backbone import VisionLanguageBackbone
+from vlda.models.prompt_learner import PromptConfig, PromptLearner
+from vlda.models.shared_prefix import prompt_features
+
+INFERENCE_MODES = ("target", "ensemble")
+ENSEMBLE_SPACES = ("probs", "dassl_logits")
+
+
+@dataclass
+class PGAParams:
+    """Hyper-parameters of the PGA / MPGA prompt model (the update itself: ``gradients: pga``).
+
+    Attributes:
+        n_ctx, n_domain_ctx: M1, M2 (16, 16 officially).
+        class_specific: class-specific shared context (CSC; official Office-Home/VisDA: True).
+        template: fixed text after the learned tokens, with ``{classname}`` and ``{domain}``.
+        tau, temperature: pseudo-label threshold τ and temperature T (official 0.6 / 1.0).
+        pseudo_label_template: zero-shot prompt(s) for the pseudo-labels.
+        inference: ``target`` or ``ensemble``.
+        ensemble_space: ``probs`` (mean probability, each prompt set once) or ``dassl_logits``.
+        shared_prefix: encode the prompts with :mod:`vlda.models.shared_prefix` (exact; open_clip
+            backbones, otherwise ignored): the prefix shared by a domain's prompts once, each
+            prompt cut at its own EOT, the last layer only at the EOT.
+    """
+
+    n_ctx: int = 16
+    n_domain_ctx: int = 16
+    class_specific: bool = False
+    template: str = "{classname} {domain}."
+    tau: float = 0.6
+    temperature: float = 1.0
+    pseudo_label_template: str = "a photo of a {}."
+    inference: str = "ensemble"
+    ensemble_space: str = "probs"
+    shared_prefix: bool = True
+
+
+@dataclass
+class MPGAParams(PGAParams):
+    template: str = "{classname}, a {domain} image."
+
+
+class PGA(Method):
+    """PGA (single source). Objectives ``source_ce`` and ``target_pl``."""
+
+    name = "pga"
+    Params = PGAParams
+    multi_source = False
+
+    def __init__(self, backbone: VisionLanguageBackbone, task: Task, params: PGAParams) -> None:
+        super().__init__(backbone, task, params)
+        k = len(task.source_domains)
+        if not self.multi_source and k != 1:
+            raise ValueError(f"pga takes exactly one source domain, got {k}; use mpga for several")
+        if not 0.0 <= params.tau <= 1.0:
+            raise ValueError(f"{self.name}: tau must be in [0, 1], got {params.tau}")
+        if params.temperature <= 0:
+            raise ValueError(f"{self.name}: temperature must be > 0, got {params.temperature}")
+        if params.inference not in INFERENCE_MODES:
+            raise ValueError(f"{self.name}: inference must be one of {INFERENCE_MODES}, got {params.inference!r}")
+        if params.ensemble_space not in ENSEMBLE_SPACES:
+            raise ValueError(
+                f"{self.name}: ensemble_space must be one of {ENSEMBLE_SPACES}, got {params.ensemble_space!r}"
+            )
+        cfg = PromptConfig(
+            n_ctx=params.n_ctx, n_domain_ctx=params.n_domain_ctx,
+            class_specific=params.class_specific, template=params.template,
+        )
+        words = [task.word(d) for d in task.domains]
+        self.prompt_learner = PromptLearner(backbone, task.prompt_names, words, cfg)
+        self.templates = resolve_templates(params.pseudo_label_template)
+        self.register_buffer("zs_weights", torch.empty(0), persistent=False)
+        self.n_sources = k
+
+    # -- names and groups ---------------------------------------------------------------------
+    def source_objective(self, i: int) -> str:
+        """Name of source ``i``'s objective."""
+        return f"source_ce/{self.task.source_domains[i]}" if self.multi_source else "source_ce"
+
+    @property
+    def target_index(self) -> int:
+        return self.n_sources
+
+    def param_groups(self) -> dict[str, Any]:
+        """``{"shared": [ctx], "specific": {objective: [its domain context]}}``."""
+        dom = self.prompt_learner.domain_ctx
+        specific: dict[str, list] = {self.source_objective(i): [] for i in range(self.n_sources)}
+        specific["target_pl"] = []
+        if len(dom):
+            for i in range(self.n_sources):
+                specific[self.source_objective(i)] = [dom[i]]
+            specific["target_pl"] = [dom[self.target_index]]
+        return {"shared": [self.prompt_learner.ctx], "specific": specific}
+
+    # -- pieces -------------------------------------------------------------------------------
+    def setup(self, device: torch.device) -> None:
+        self.zs_weights = zero_shot_classifier(self.backbone, self.task.prompt_names, self.templates)
+
+    def text_features(self, domain: int) -> Tensor:
+        """L2-normalised features ``[C, D]`` of one domain's prompts (one text-encoder pass)."""
+        return prompt_features(self.prompt_learner, [domain], self.params.shared_prefix)[0]
+
+    def pseudo_labels(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Zero-shot pseudo-labels: (labels ``[B]``, mask ``[B]`` bool, max prob ``[B]``)."""
+        with torch.no_grad():
+            zs = self.backbone.logit_scale * features.float() @ self.zs_weights.t()
+            probs = torch.softmax(zs / self.params.temperature, dim=-1)
+            conf, labels = probs.max(dim=-1)
+        return labels, conf >= self.params.tau, conf
+
+    # -- the contract -------------------------------------------------------------------------
+    def objectives(
+        self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]
+    ) -> dict[str, Callable[[], Tensor]]:
+        """One closure per domain objective; each runs the text encoder over that domain's
+        prompts at the current parameters. Image features and pseudo-labels are computed here,
+        once per step."""
+        scale = self.backbone.logit_scale
+        fs, ft = self.image_features(source), self.image_features(target)
+        ys = source["labels"]
+        labels, mask, _ = self.pseudo_labels(ft)
+        self.last_metrics = {"pl_mask_rate": float(mask.float().mean())}
+        out: dict[str, Callable[[], Tensor]] = {}
+        doms = source.get("domains")
+        for i in range(self.n_sources):
+            if self.multi_source and doms is not None:
+                sel = (doms == i).nonzero().squeeze(1)
+                f_i, y_i = fs[sel], ys[sel]
+            else:
+                f_i, y_i = fs, ys
+
+            def source_loss(i: int = i, f: Tensor = f_i, y: Tensor = y_i) -> Tensor:
+                text = self.text_features(i)
+                if len(y) == 0:  # no sample of this source in the batch
+                    return text.sum() * 0.0
+                return F.cross_entropy(scale * f @ text.t(), y)
+
+            out[self.source_objective(i)] = source_loss
+
+        def target_loss() -> Tensor:
+            text = self.text_features(self.target_index)
+            ce = F.cross_entropy(scale * ft @ text.t(), labels, reduction="none")
+            return masked_mean(ce, mask)
+
+        out["target_pl"] = target_loss
+        return out
+
+    def losses(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {name: fn() for name, fn in self.objectives(source, target).items()}
+
+    def logits(self, features: Tensor) -> Tensor:
+        scale = self.backbone.logit_scale
+        features = features.float()
+        target = scale * features @ self.text_features(self.target_index).t()
+        if self.params.inference == "target":
+            return target
+        sources = [scale * features @ self.text_features(i).t() for i in range(self.n_sources)]
+        if self.params.ensemble_space == "dassl_logits":
+            # DAPrompt: lapa.py (z_T + z_S) / 2; lampa.py adds the last source a second time.
+            total = target + sum(sources)
+            if self.n_sources > 1:
+                total = total + sources[-1]
+            return total / (self.n_sources + 1)
+        probs = torch.stack([target.softmax(-1), *(z.softmax(-1) for z in sources)]).mean(0)
+        return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+
+
+class MPGA(PGA):
+    """MPGA (K ≥ 1 sources): objectives ``source_ce/<domain>`` per source and ``target_pl``;
+    each source is aligned to the target (2(K+1) text-encoder passes per step)."""
+
+    name = "mpga"
+    Params = MPGAParams
+    multi_source = True

@@ -1,0 +1,195 @@
+"""The offline demo assets: rendering, the digits benchmark, the stand-in CLIP, its quality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vlda  # noqa: F401  (torchvision shim before open_clip)
+from vlda.demo import assets as demo_assets
+from vlda.demo.digits import build_demo_data, handwritten_digits, rendered_digits
+from vlda.demo.pretrain import (
+    PretrainRecipe,
+    encode_text_tokens,
+    make_caption,
+    pretrain_demo_clip,
+)
+from vlda.demo.quality import assess_demo_model, confidence_table, format_report
+from vlda.demo.render import (
+    digit_fonts,
+    digit_strokes,
+    draw_strokes,
+    render_glyph,
+    style_batch,
+)
+
+TINY_MODEL = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                 "layers": 1},
+}
+
+
+def tiny_recipe() -> PretrainRecipe:
+    return PretrainRecipe(steps=3, batch_size=16, warmup_steps=1, strokes_per_class=2,
+                          glyph_outlines=(0,), fonts=("DejaVuSans.ttf", "cmr10.ttf"),
+                          model_cfg=json.loads(json.dumps(TINY_MODEL)))
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+def test_fonts_and_glyphs() -> None:
+    fonts = digit_fonts()
+    assert len(fonts) >= 10
+    glyphs = [render_glyph(d, fonts[0], size=32) for d in range(10)]
+    for g in glyphs:
+        assert g.shape == (32, 32) and g.dtype == np.float32
+        assert 0.0 <= g.min() and g.max() <= 1.0 and g.sum() > 10
+    assert len({g.tobytes() for g in glyphs}) == 10
+
+
+def test_hand_drawn_strokes_deterministic() -> None:
+    for d in range(10):
+        a = draw_strokes(digit_strokes(d, np.random.default_rng(d)), size=32, width=0.08)
+        b = draw_strokes(digit_strokes(d, np.random.default_rng(d)), size=32, width=0.08)
+        assert a.shape == (32, 32) and a.sum() > 10
+        np.testing.assert_array_equal(a, b)
+
+
+def test_style_batch_shapes_range_and_determinism() -> None:
+    ink = torch.from_numpy(np.stack([render_glyph(d, digit_fonts()[0]) for d in range(10)]))
+    ink = ink[:, None]
+    x1, w1 = style_batch(ink, torch.Generator().manual_seed(3))
+    x2, w2 = style_batch(ink, torch.Generator().manual_seed(3))
+    assert x1.shape == (10, 3, 32, 32)
+    assert float(x1.min()) >= 0.0 and float(x1.max()) <= 1.0
+    assert torch.equal(x1, x2) and w1 == w2
+    assert all(isinstance(w, str) for ws in w1 for w in ws)
+
+
+def test_captions_name_the_digit() -> None:
+    rng = np.random.default_rng(0)
+    recipe = PretrainRecipe()
+    for i in range(50):
+        d = i % 10
+        text = make_caption(d, i % 2, ["blurry", "inverted"], rng, recipe)
+        words = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+        assert words[d] in text or str(d) in text
+        assert "  " not in text and "a inverted" not in text
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def test_domains_in_memory() -> None:
+    x, y = rendered_digits(per_class=2, seed=0)
+    assert x.shape == (20, 32, 32, 3) and x.dtype == np.uint8
+    assert np.bincount(y).tolist() == [2] * 10
+    t, ty = handwritten_digits(limit=20)
+    assert t.shape == (20, 32, 32, 3) and len(ty) == 20
+    # Dark ink on white paper: mostly paper, corners paper.
+    assert t.mean() > 128 and t[:, 0, 0].mean() > 200
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def test_build_demo_data_tiny_idempotent_deterministic(tmp_path: Path) -> None:
+    root = build_demo_data(tmp_path / "a", seed=0, per_class=3, target_limit=30)
+    for c in range(10):
+        assert len(list((root / "rendered" / str(c)).glob("*.png"))) == 3
+    n_target = sum(len(list((root / "handwritten" / str(c)).glob("*.png"))) for c in range(10))
+    assert n_target == 30
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*.png")}
+    build_demo_data(root, seed=0, per_class=3, target_limit=30)  # complete: untouched
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*.png")} == before
+    other = build_demo_data(tmp_path / "b", seed=0, per_class=3, target_limit=30)
+    assert _tree_bytes(root) == _tree_bytes(other)
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+# -- pretraining -------------------------------------------------------------------------------------
+
+
+def _load(model_dir: Path) -> tuple[torch.nn.Module, dict, dict]:
+    import open_clip
+
+    cfg = json.loads((model_dir / "open_clip_config.json").read_text())
+    state = torch.load(model_dir / "weights.pt", map_location="cpu", weights_only=True)
+    model = open_clip.model.CLIP(**cfg["model_cfg"])
+    model.load_state_dict(state)
+    return model.eval(), cfg, state
+
+
+def test_pretrain_tiny_files_load_and_deterministic(tmp_path: Path) -> None:
+    data = build_demo_data(tmp_path / "data", per_class=2, target_limit=20)
+    a = pretrain_demo_clip(tmp_path / "a", seed=1, progress=False, recipe=tiny_recipe(),
+                           data_root=data)
+    b = pretrain_demo_clip(tmp_path / "b", seed=1, progress=False, recipe=tiny_recipe())
+    model, cfg, state_a = _load(a)
+    _, _, state_b = _load(b)
+    assert cfg["preprocess_cfg"]["size"] == 32 and len(cfg["preprocess_cfg"]["mean"]) == 3
+    assert state_a.keys() == state_b.keys()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    meta = json.loads((a / "meta.json").read_text())
+    assert meta["seed"] == 1 and "quality" in meta and "not CLIP" in meta["note"]
+    assert not [p for p in a.iterdir() if p.name.startswith(".")]  # no temp files left
+    # The fast text path equals open_clip's encode_text.
+    import open_clip
+
+    tokens = open_clip.get_tokenizer("ViT-B-32")(["a photo of the number seven.", "nine"])
+    with torch.no_grad():
+        torch.testing.assert_close(encode_text_tokens(model, tokens), model.encode_text(tokens))
+    q = assess_demo_model(a, data)
+    assert 0.0 <= q["zero_shot_target"] <= 1.0 and len(q["confidence"]) == 7
+    assert "tau" in format_report(q)
+
+
+def test_confidence_table() -> None:
+    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.55, 0.45]])
+    labels = torch.tensor([0, 1, 1, 1])
+    rows = {r["tau"]: r for r in confidence_table(probs, labels, taus=(0.5, 0.7, 0.95))}
+    assert rows[0.5]["frac_above"] == 1.0 and rows[0.5]["prec_below"] is None
+    assert rows[0.7]["frac_above"] == 0.5 and rows[0.7]["prec_above"] == 0.5
+    assert rows[0.7]["prec_below"] == 0.5
+    assert rows[0.95]["prec_above"] is None
+
+
+def test_ensure_demo_assets_builds_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo_assets, "DATA_KWARGS", {"per_class": 2, "target_limit": 20})
+    monkeypatch.setattr(demo_assets, "RECIPE", tiny_recipe())
+    monkeypatch.setenv("VLDA_CACHE", str(tmp_path / "cache"))
+    got = demo_assets.ensure_demo_assets(progress=False)
+    assert got.data_root == tmp_path / "cache" / demo_assets.DEMO_VERSION / "digits"
+    assert (got.model_dir / "weights.pt").is_file() and got.meta["seed"] == demo_assets.DEMO_SEED
+    mtime = (got.model_dir / "weights.pt").stat().st_mtime_ns
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rebuilt a complete cache")
+
+    monkeypatch.setattr(demo_assets, "pretrain_demo_clip", fail)
+    monkeypatch.setattr(demo_assets, "build_demo_data", fail)
+    again = demo_assets.ensure_demo_assets(progress=False)
+    assert again == got and (got.model_dir / "weights.pt").stat().st_mtime_ns == mtime
+
+
+# -- the real thing (minutes) ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_demo_model_quality(tmp_path: Path) -> None:
+    """The full demo build: a real shift with room to adapt and meaningful confidence."""
+    got = demo_assets.ensure_demo_assets(tmp_path, progress=False)
+    q = assess_demo_model(got.model_dir, got.data_root)
+    assert q["zero_shot_source"] > 0.85
+    assert 0.3 < q["zero_shot_target"] < q["zero_shot_source"] - 0.2
+    assert q["probe_target"] > 0.85
+    row = next(r for r in q["confidence"] if r["tau"] == 0.6)
+    assert row["frac_above"] > 0.2 and row["prec_above"] > row["prec_below"] + 0.2

@@ -100,3 +100,16 @@ def test_prompts_tokenise_like_the_official_code(tiny_vit):
     m = make(tiny_vit)
     assert m.prompt_learner.texts[0] == "X X X X X X dog , a art image.."
     assert m.prompt_learner.texts[3] == "X X X X X X dog , a photo image.."
+
+
+def test_shared_prefix_path_gives_the_same_losses(tiny_vit):
+    g = torch.Generator().manual_seed(2)
+    src = {"features": torch.randn(4, 64, generator=g), "labels": torch.tensor([0, 1, 2, 0]),
+           "domains": torch.zeros(4, dtype=torch.long)}
+    tgt = {"features": torch.randn(4, 64, generator=g), "domains": torch.ones(4, dtype=torch.long)}
+    fast = make(tiny_vit, tau=0.0)
+    slow = make(tiny_vit, tau=0.0, shared_prefix=False)
+    a, b = fast.losses(src, tgt), slow.losses(src, tgt)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.logits(src["features"]), slow.logits(src["features"]), rtol=1e-4, atol=1e-4)

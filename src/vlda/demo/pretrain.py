@@ -100,7 +100,7 @@ TEMPLATES = (
 class PretrainRecipe:
     """Everything that determines the pretrained model (with the seed)."""
 
-    steps: int = 1000
+    steps: int = 500
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.1

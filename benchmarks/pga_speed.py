@@ -48,15 +48,12 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
+from bench_common import make_bank, make_task
 from torch.nn import functional as F
 
-from vlda.data.catalog import OFFICEHOME_CLASSES
-from vlda.data.feature_cache import FeatureSet
 from vlda.gradients.base import objectives_from_method
 from vlda.gradients.pga import PGAStrategy
-from vlda.methods.base import Task
 from vlda.methods.pga import PGA, PGAParams
 from vlda.models.backbone import VisionLanguageBackbone, clip_tokenize
 from vlda.models.loading import load_backbone
@@ -64,33 +61,6 @@ from vlda.models.loading import load_backbone
 MODELS = {"tiny": "tiny:vit", "vit-b-16": "open_clip:ViT-B-16", "rn50": "open_clip:RN50"}
 RESULTS = Path(__file__).resolve().parent / "results"
 HP = dict(radius=3e-4, align=1.0, tradeoff=0.3)
-
-
-def make_task(n_classes: int) -> Task:
-    names = [
-        OFFICEHOME_CLASSES[i % len(OFFICEHOME_CLASSES)]
-        + ("" if i < len(OFFICEHOME_CLASSES) else f"_{i // len(OFFICEHOME_CLASSES)}")
-        for i in range(n_classes)
-    ]
-    return Task(
-        classnames=tuple(names),
-        prompt_names=tuple(n.replace("_", " ").lower() for n in names),
-        source_domains=("art",),
-        target_domain="real_world",
-    )
-
-
-def make_bank(n: int, n_views: int, dim: int, n_classes: int, seed: int) -> FeatureSet:
-    """A FeatureSet like the cache returns (fp16 ``[N, 1 + K, D]``), in memory, random."""
-    rng = np.random.default_rng(seed)
-    feats = rng.standard_normal((n, 1 + n_views, dim), dtype=np.float32).astype(np.float16)
-    return FeatureSet(
-        features=feats,
-        labels=torch.from_numpy(rng.integers(0, n_classes, n)),
-        valid=torch.ones(n, dtype=torch.bool),
-        paths=[f"img{i}.jpg" for i in range(n)],
-        key="benchmark",
-    )
 
 
 # -- memory ---------------------------------------------------------------------------------

@@ -32,7 +32,11 @@ def test_list_json(capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"benchmarks", "methods", "gradients", "backbones"}
     assert {"office31", "officehome", "visda2017", "domainnet", "digits"} <= set(out["benchmarks"])
-    assert {"zeroshot", "coop", "dapl"} <= set(out["methods"]) and "sum" in out["gradients"]
+    assert {"zeroshot", "coop", "dapl", "pga", "mpga", "dann", "cdan", "mcc", "fixmatch",
+            "source_only"} <= set(out["methods"])
+    assert {"sum", "pga", "gh", "ghpp", "pcgrad"} <= set(out["gradients"])
+    assert "open_clip:ViT-B-16@openai" in out["backbones"]
+    assert "timm:efficientnet_lite0@imagenet" in out["backbones"]
 
 
 def test_train_eval_predict(tmp_path, color_data, capsys):

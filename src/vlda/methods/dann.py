@@ -54,8 +54,12 @@ class DANN(ClassifierMethod):
     def __init__(self, backbone: ImageBackbone, task: Task, params: DANNParams) -> None:
         super().__init__(backbone, task, params)
         self.discriminator = DomainDiscriminator(
-            self.model.features_dim, params.discriminator_hidden, params.discriminator_bn
+            self.build_discriminator_input(), params.discriminator_hidden, params.discriminator_bn
         )
+
+    def build_discriminator_input(self) -> int:
+        """Build what feeds the discriminator (nothing in DANN: the features); its width."""
+        return self.model.features_dim
 
     def extra_modules(self) -> dict[str, tuple[nn.Module, float]]:
         return {"discriminator": (self.discriminator, self.params.lr_discriminator)}
@@ -69,11 +73,16 @@ class DANN(ClassifierMethod):
             self.step_index, p.grl_max_steps or self.total_steps, p.grl_alpha, p.grl_hi
         )
 
+    def transfer_loss(self, z_s: Tensor, logits_s: Tensor, z_t: Tensor, logits_t: Tensor,
+                      coeff: float) -> tuple[Tensor, Tensor]:
+        """The adversarial loss and the discriminator's accuracy (features ``[B, K]``)."""
+        return domain_adversarial_loss(self.discriminator, z_s, z_t, coeff)
+
     def losses(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
         n_s = len(source["images"])
         logits, z = self.forward_images(torch.cat([source["images"], target["images"]]))
         coeff = self.grl_coeff()
-        transfer, acc = domain_adversarial_loss(self.discriminator, z[:n_s], z[n_s:], coeff)
+        transfer, acc = self.transfer_loss(z[:n_s], logits[:n_s], z[n_s:], logits[n_s:], coeff)
         self.last_metrics = {"grl_coeff": coeff, "domain_acc": float(acc)}
         return {"transfer": transfer, "source_ce": F.cross_entropy(logits[:n_s], source["labels"])}
 

@@ -36,6 +36,11 @@ KNOWN_BACKBONES = (
     "tiny:vit",
     "tiny:resnet",
     "tiny:hf",
+    # image classifiers for the classic methods (model.backbone: timm); any timm name works
+    "timm:efficientnet_lite0@imagenet",
+    "timm:resnet50@imagenet",
+    "timm:resnet101@imagenet",
+    "timm:vit_base_patch16_224@imagenet",
 )
 
 

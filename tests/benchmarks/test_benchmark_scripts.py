@@ -1,0 +1,60 @@
+"""Smoke runs of the benchmark scripts: they still run against the library and write the JSON
+their docs promise. (Timings are never asserted: speed is measured by the scripts, not tests.)"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(autouse=True)
+def _bench_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+
+
+def _main(name: str):
+    return importlib.import_module(name).main
+
+
+def test_dapl_speed_writes_four_settings_per_class_count(tmp_path: Path) -> None:
+    out = tmp_path / "dapl.json"
+    _main("dapl_speed")(["--classes", "5", "--batch", "4", "--steps", "1", "--warmup", "0",
+                         "--repeats", "1", "--bank", "16", "--files", "4", "--threads", "1",
+                         "--out", str(out)])
+    rows = json.loads(out.read_text())["settings"]
+    assert {(r["cache"], r["cut_at_eot"]) for r in rows} == {
+        (False, False), (False, True), (True, False), (True, True)}
+    assert all(r["steps_per_s"] > 0 for r in rows)
+
+
+def test_pga_speed_quick_reports_speedup_and_floor_ratio(tmp_path: Path) -> None:
+    out = tmp_path / "pga.json"
+    _main("pga_speed")(["--quick", "--classes", "5", "--batch", "4", "--steps", "1",
+                        "--warmup", "0", "--repeats", "1", "--bank", "16", "--threads", "1",
+                        "--out", str(out)])
+    settings = json.loads(out.read_text())["settings"]
+    assert {s["csc"] for s in settings} == {False, True}
+    for s in settings:
+        assert {"speedup", "floor_ratio", "peak_mem_mb", "model", "csc", "device"} <= set(s)
+        assert s["speedup"] > 0 and s["floor_ratio"] > 0
+
+
+def test_gh_cost_compares_every_strategy_with_the_sum(tmp_path: Path) -> None:
+    pytest.importorskip("timm")
+    out = tmp_path / "gh.json"
+    _main("gh_cost")(["--pretrained", "none", "--size", "32", "--batch", "2", "--classes", "3",
+                      "--steps", "1", "--warmup", "0", "--repeats", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    rows = {r["strategy"]: r for r in result["rows"]}
+    assert {"sum", "gh", "ghpp", "pcgrad"} <= set(rows) and rows["sum"]["x_sum"] == 1.0
+
+
+def teardown_module() -> None:
+    for name in ("dapl_speed", "pga_speed", "gh_cost", "bench_common"):
+        sys.modules.pop(name, None)

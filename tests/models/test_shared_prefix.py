@@ -78,3 +78,26 @@ def test_backbone_support():
     assert not supports_shared_prefix(hf)
     pl = learner(hf)
     torch.testing.assert_close(prompt_features(pl, [0, 1]), pl([0, 1]))
+
+
+def test_what_follows_an_eot_is_never_seen():
+    """Prompts of different lengths share one batch: the padding after a short prompt's EOT
+    (here random garbage) must not change its feature, in any layer."""
+    from vlda.models.tiny import tiny_backbone
+
+    bb = tiny_backbone("vit").double()
+    pl = learner(bb).double()
+    emb, eot = pl.prompt_embeddings([0, 1])
+    assert len(set(eot.tolist())) > 1  # the batch really mixes lengths
+    p = 8
+    prefix = emb.reshape(2, len(NAMES), *emb.shape[1:])[:, 0, :p]
+    suffix = emb.reshape(2, len(NAMES), *emb.shape[1:])[:, :, p:].clone()
+    clean = encode_with_shared_prefix(bb, prefix, suffix, eot.reshape(2, -1))
+    rel = eot.reshape(2, -1) - p
+    positions = torch.arange(suffix.shape[2])
+    after = positions > rel.unsqueeze(-1)  # [2, C, S]
+    suffix[after] = torch.randn(int(after.sum()), suffix.shape[-1], dtype=suffix.dtype) * 10
+    dirty = encode_with_shared_prefix(bb, prefix, suffix, eot.reshape(2, -1))
+    torch.testing.assert_close(dirty, clean, rtol=1e-12, atol=1e-12)
+    want = bb.encode_text_embeddings(emb, eot).reshape(2, len(NAMES), -1)
+    torch.testing.assert_close(clean, want, rtol=1e-12, atol=1e-12)

@@ -83,8 +83,13 @@ class DAPL(Method):
         text = self.text_features(range(len(self.task.domains)))  # [n_domains, C, D], all prompts
         scale = self.backbone.logit_scale
         fs, ft = self.image_features(source), self.image_features(target)
-        # Each source sample is scored against its own domain's block of prompts.
-        src_logits = scale * torch.einsum("bd,bkd->bk", fs, text[source["domains"]])
+        # Each source sample is scored against its own domain's block of prompts: score every
+        # block ([B, n_domains, C], cheap) and pick one, rather than gather a [B, C, D] copy of
+        # the text features (whose backward is a slow accumulating scatter).
+        n_dom, c, d = text.shape
+        every = (fs @ text.reshape(n_dom * c, d).t()).reshape(-1, n_dom, c)
+        pick = source["domains"].reshape(-1, 1, 1).expand(-1, 1, c)
+        src_logits = scale * every.gather(1, pick).squeeze(1)
         tgt_logits = scale * ft @ text[-1].t()
         labels, mask, _ = self.pseudo_labels(ft)
         ce_t = F.cross_entropy(tgt_logits, labels, reduction="none")

@@ -9,16 +9,19 @@ Three consequences, all exact, are used here (:func:`encode_with_shared_prefix`)
    the same in every prompt, so they are computed once per group and each class's suffix
    ``CLASS_k ... [EOT]`` attends to that group's prefix keys and values (broadcast). With a
    class-specific context only ``[SOS]`` is shared (P = 1).
-2. **Each prompt is cut at its own EOT.** Prompts are grouped by length, so no position after
-   an EOT is computed (a batch cut at its longest EOT pads the shorter prompts).
+2. **Prompts are cut at the EOT.** All suffixes are cut after the longest EOT; what follows a
+   shorter prompt's EOT is padding it never sees (causal), so nothing past the longest EOT is
+   computed and every prompt goes through in one batch (one batch per length was slower: more,
+   smaller operations).
 3. **The last layer runs only at the EOT.** Keys and values are needed at every position, but
-   queries, attention output, MLP and the final LayerNorm only at the EOT.
+   queries, attention output, MLP and the final LayerNorm only at each prompt's EOT.
 
 Per layer, with G groups of C prompts::
 
     prefix  x_p [G, P, W]         causal self-attention over the prefix
-    suffix  x_s [n_b, S_b, W]     per length bucket b: attends to its group's prefix (all P
-                                  positions) and causally to its own S_b positions
+    suffix  x_s [G C, S, W]       attends to its group's prefix (all P positions; one
+                                  [h, G, C S, d] @ [h, G, d, P] product, no per-prompt copy)
+                                  and causally to its own S positions
 
 Gradients flow into the prefix (the learnable contexts) through the broadcast keys/values, so
 the backward pass shrinks the same way. Office-Home (C = 65, P = 33, S ≈ 5): about 570 token
@@ -82,18 +85,50 @@ def _merge(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(n, length, h * d)
 
 
-def _attend(q: Tensor, keys: Sequence[Tensor], values: Sequence[Tensor], masks: Sequence[Tensor | None]) -> Tensor:
-    """Softmax attention of ``q`` over the concatenation of several key/value blocks."""
-    scores = []
-    for k, mask in zip(keys, masks, strict=True):
-        s = q @ k.transpose(-1, -2)
-        scores.append(s if mask is None else s.masked_fill(mask, float("-inf")))
-    sizes = [s.shape[-1] for s in scores]
-    weights = torch.softmax(torch.cat(scores, dim=-1), dim=-1).split(sizes, dim=-1)
-    out = None
-    for w, v in zip(weights, values, strict=True):
-        out = w @ v if out is None else out + w @ v
-    return out
+def _causal_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """Masked softmax attention ``[N, h, L, d]`` (the prefix's own self-attention)."""
+    s = (q @ k.transpose(-1, -2)).masked_fill(mask, float("-inf"))
+    return torch.softmax(s, dim=-1) @ v
+
+
+def _prefixed_attention(
+    q: Tensor, k_prefix: Tensor, v_prefix: Tensor, k: Tensor, v: Tensor, mask: Tensor
+) -> Tensor:
+    """Attention of ``G x C`` suffixes over their group's prefix and, causally, over themselves.
+
+    Shapes (``h`` heads of width ``d``; ``n = G C`` prompts, group-major)::
+
+        q                  [h, n, Lq, d]  queries (Lq = L, or 1 at the last layer)
+        k_prefix, v_prefix [h, G, P, d]   each group's prefix keys and values
+        k, v               [h, n, L, d]   the suffixes' own keys and values
+        mask               broadcastable to [n, Lq, L], True where a query may not look
+
+    The layout keeps a group's prompts and their positions adjacent, so the prefix block is one
+    ``[h, G, C Lq, d] @ [h, G, d, P]`` product: no copy of the prefix per prompt, and a plain
+    matmul in the backward rather than a scatter.
+
+    Returns ``[h, n, Lq, d]``: ``softmax([q k_p^T, q k^T] masked) [v_p; v]``.
+    """
+    h, n, lq, d = q.shape
+    g, p = k_prefix.shape[1], k_prefix.shape[2]
+    s_prefix = (q.reshape(h, g, n // g * lq, d) @ k_prefix.transpose(-1, -2)).reshape(h, n, lq, p)
+    s_self = (q @ k.transpose(-1, -2)).masked_fill(mask, float("-inf"))
+    w = torch.softmax(torch.cat([s_prefix, s_self], dim=-1), dim=-1)
+    w_prefix, w_self = w.split([p, k.shape[2]], dim=-1)
+    out = (w_prefix.reshape(h, g, n // g * lq, p) @ v_prefix).reshape(h, n, lq, d)
+    return out + w_self @ v
+
+
+def _split_heads(x: Tensor, heads: int) -> Tensor:
+    """``[n, L, W]`` -> ``[h, n, L, W / h]`` (a view)."""
+    n, length, width = x.shape
+    return x.reshape(n, length, heads, width // heads).permute(2, 0, 1, 3)
+
+
+def _join_heads(x: Tensor) -> Tensor:
+    """``[h, n, L, d]`` -> ``[n, L, h * d]``."""
+    h, n, length, d = x.shape
+    return x.permute(1, 2, 0, 3).reshape(n, length, h * d)
 
 
 def encode_with_shared_prefix(
@@ -115,23 +150,24 @@ def encode_with_shared_prefix(
     g, p, width = prefix.shape
     _, c, s, _ = suffix.shape
     device = prefix.device
-    rel = (eot_index.to(device) - p).reshape(-1)  # [G * C], EOT position within the suffix
-    lengths = sorted(set(rel.tolist()))
-    if lengths[0] < 0 or lengths[-1] >= s:
+    rel = (eot_index.to(device) - p).reshape(g, c)  # EOT position within the suffix
+    if int(rel.min()) < 0 or int(rel.max()) >= s:
         raise ValueError("every EOT must lie in the suffix")
-    if p + lengths[-1] + 1 > m.positional_embedding.shape[0]:
-        raise ValueError(f"prompt of {p + lengths[-1] + 1} tokens exceeds the text context")
+    if p + int(rel.max()) + 1 > m.positional_embedding.shape[0]:
+        raise ValueError(f"prompt of {p + int(rel.max()) + 1} tokens exceeds the text context")
     cast = m.transformer.get_cast_dtype()
     pos = m.positional_embedding.to(cast)
-    flat = suffix.reshape(g * c, s, width)
     xp = prefix.to(cast) + pos[:p]  # [G, P, W]
-    buckets = []  # (prompt ids, their group ids, hidden states [n_b, L_b, W], causal mask)
-    for length in (r + 1 for r in lengths):
-        ids = (rel == length - 1).nonzero().squeeze(1)
-        x = flat[ids, :length].to(cast) + pos[p : p + length]
-        mask = torch.ones(length, length, dtype=torch.bool, device=device).triu(1)
-        buckets.append((ids, ids // c, x, mask))
+    # Every suffix is cut at the longest EOT: the padding after a shorter prompt's EOT is never
+    # seen by it (causal), and one batch of all prompts beats one batch per length.
+    length = int(rel.max()) + 1
+    x = suffix[:, :, :length].reshape(g * c, length, width).to(cast) + pos[p : p + length]  # [G C, L, W]
+    causal_s = torch.ones(length, length, dtype=torch.bool, device=device).triu(1)
     causal_p = torch.ones(p, p, dtype=torch.bool, device=device).triu(1)
+    # At the last layer each prompt's query sits at its own EOT and looks no further.
+    at = rel.reshape(g * c)
+    pick = at.reshape(-1, 1, 1).expand(-1, 1, width)  # [G C, 1, W]
+    past_eot = (torch.arange(length, device=device) > at.unsqueeze(-1)).unsqueeze(-2)  # [G C, 1, L]
 
     blocks = list(m.transformer.resblocks)
     for li, blk in enumerate(blocks):
@@ -142,28 +178,23 @@ def encode_with_shared_prefix(
         b_q, b_k, b_v = attn.in_proj_bias.chunk(3) if attn.in_proj_bias is not None else (None,) * 3
         last = li == len(blocks) - 1
         hp = blk.ln_1(xp)
-        kp, vp = _heads(F.linear(hp, w_k, b_k), heads), _heads(F.linear(hp, w_v, b_v), heads)
+        kp, vp = _heads(F.linear(hp, w_k, b_k), heads), _heads(F.linear(hp, w_v, b_v), heads)  # [G, h, P, d]
         if not last:  # the prefix's outputs of the last layer are never read
             qp = _heads(F.linear(hp, w_q, b_q), heads) * scale
-            ap = _merge(_attend(qp, [kp], [vp], [causal_p]))
+            ap = _merge(_causal_attention(qp, kp, vp, causal_p))
             xp = xp + blk.ls_1(F.linear(ap, attn.out_proj.weight, attn.out_proj.bias))
             xp = xp + blk.ls_2(blk.mlp(blk.ln_2(xp)))
-        new = []
-        for ids, gids, x, mask in buckets:
-            kpb, vpb = (kp, vp) if g == 1 else (kp[gids], vp[gids])  # [1 or n_b, h, P, d]
-            hs = blk.ln_1(x)
-            ks, vs = _heads(F.linear(hs, w_k, b_k), heads), _heads(F.linear(hs, w_v, b_v), heads)
-            if last:  # queries, output and MLP only at the EOT (the last position)
-                hs, x, mask = hs[:, -1:], x[:, -1:], None
-            qs = _heads(F.linear(hs, w_q, b_q), heads) * scale
-            a = _merge(_attend(qs, [kpb, ks], [vpb, vs], [None, mask]))
-            x = x + blk.ls_1(F.linear(a, attn.out_proj.weight, attn.out_proj.bias))
-            x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
-            new.append((ids, gids, x, mask))
-        buckets = new
+        hs = blk.ln_1(x)
+        ks, vs = _split_heads(F.linear(hs, w_k, b_k), heads), _split_heads(F.linear(hs, w_v, b_v), heads)
+        mask = causal_s
+        if last:  # queries, attention output and MLP only at each prompt's EOT
+            hs, x, mask = hs.gather(1, pick), x.gather(1, pick), past_eot
+        qs = _split_heads(F.linear(hs, w_q, b_q), heads) * scale
+        a = _join_heads(_prefixed_attention(qs, kp.transpose(0, 1), vp.transpose(0, 1), ks, vs, mask))
+        x = x + blk.ls_1(F.linear(a, attn.out_proj.weight, attn.out_proj.bias))
+        x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
 
-    order = torch.cat([ids for ids, *_ in buckets])
-    eot = torch.cat([x[:, -1] for _, _, x, _ in buckets])[torch.argsort(order)]  # [G * C, W]
+    eot = x[:, 0]  # [G C, W]
     x = m.ln_final(eot)
     proj = m.text_projection
     if proj is not None:
@@ -181,7 +212,7 @@ def prompt_features(learner: PromptLearner, domains: Sequence[int], shared_prefi
 
     With ``shared_prefix`` (and a learner :func:`can_share_prefix` accepts) the prompts go
     through :func:`encode_with_shared_prefix`: prefix ``[SOS][ctx][dom_d]`` encoded once per
-    domain (``[SOS]`` only with a class-specific context), each prompt cut at its own EOT, the
+    domain (``[SOS]`` only with a class-specific context), prompts cut at the EOT, the
     last layer only at the EOT. Otherwise this is ``learner(domains)``.
     """
     domains = list(domains)

@@ -27,7 +27,7 @@ def config(data_root, out, method="dapl", cache=True, steps=6, **extra):
     }
     for key, value in extra.items():
         section, name = key.split("__")
-        raw[section][name] = value
+        raw.setdefault(section, {})[name] = value
     return build_config(raw)
 
 
@@ -135,3 +135,27 @@ def test_tensorboard_logs(color_data, tmp_path):
     out = tmp_path / "tb"
     run(config(color_data, out, train__tensorboard=True))
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+@pytest.mark.parametrize("method", ["dapl", "pga"])
+def test_mixed_precision_follows_the_fp32_run(color_data, tmp_path, method, amp):
+    """``train.amp`` on CPU: autocast through the shared-prefix prompt encoder and (PGA) the
+    re-evaluated closures. Losses stay finite and the prompts take the fp32 run's steps up to
+    half-precision rounding. (fp16 on CPU runs without a GradScaler, which the engine uses only
+    on CUDA; the scaler maths is tested in tests/gradients.)"""
+    extra = {"gradients__name": "pga"} if method == "pga" else {}
+
+    def ctx(name: str, **kw) -> torch.Tensor:
+        run(config(color_data, tmp_path / name, method=method, **extra, **kw))
+        return load_safe(tmp_path / name / "checkpoint.pt")["trainable"]["prompt_learner.ctx"].float()
+
+    start = ctx("start", optim__lr=1e-30)  # the initial prompts (lr must be > 0)
+    full = ctx("fp32")
+    half = ctx(amp, train__amp=amp)
+    lines = [json.loads(x) for x in (tmp_path / amp / "metrics.jsonl").read_text().splitlines()]
+    losses = [v for r in lines for k, v in r.items() if k.startswith("train/loss/")]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    moved = (full - start).norm()
+    assert moved > 0
+    assert (half - full).norm() < 0.1 * moved

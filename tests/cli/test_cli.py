@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -113,3 +114,21 @@ def test_cache_command_builds_then_reuses(tmp_path, color_data, capsys):
     assert len(built) == 2  # one entry per domain
     assert main(["cache", "-c", str(cfg), "-q"]) == 0
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == built
+
+
+def test_run_length_on_the_command_line_replaces_the_files(tmp_path):
+    """A config with ``train.epochs`` (the official settings) given ``train.steps=N`` runs N
+    steps, and the other way round; a file that sets both is refused."""
+    official = Path(__file__).parents[2] / "configs" / "dapl_officehome_rn50.yaml"
+    cfg = load_config(official, ["data.root=/nowhere", "train.steps=4"])
+    assert cfg.train.steps == 4 and cfg.train.epochs is None
+    cfg = load_config(official, ["data.root=/nowhere", "train.epochs=2"])
+    assert cfg.train.epochs == 2
+    both = tmp_path / "both.yaml"
+    both.write_text(yaml.safe_dump({
+        "data": {"benchmark": "officehome", "root": "/nowhere", "source": ["art"], "target": "clipart"},
+        "train": {"steps": 10, "epochs": 3},
+    }))
+    with pytest.raises(ConfigError, match="both set"):
+        load_config(both)
+    assert load_config(both, ["train.steps=7"]).train.steps == 7

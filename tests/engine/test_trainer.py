@@ -25,6 +25,8 @@ def config(data_root, out, method="dapl", cache=True, steps=6, **extra):
         "augment": {"scale_min": 0.5, "flip": False},
         "output": str(out),
     }
+    if "train__epochs" in extra:
+        del raw["train"]["steps"]
     for key, value in extra.items():
         section, name = key.split("__")
         raw.setdefault(section, {})[name] = value

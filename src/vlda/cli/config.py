@@ -157,6 +157,10 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {p!r} is not a section")
     node[parts[-1]] = parsed
+    # The run length is set by one of the two; the one named on the command line wins.
+    sibling = {("train", "steps"): "epochs", ("train", "epochs"): "steps"}.get(tuple(parts))
+    if sibling is not None:
+        node.pop(sibling, None)
 
 
 def build_config(raw: dict[str, Any]) -> RunConfig:
@@ -168,6 +172,12 @@ def build_config(raw: dict[str, Any]) -> RunConfig:
             raise ConfigError(f"unknown config section {key!r}{_suggest(key, _TOP)}; valid: {sorted(_TOP)}")
     if "data" not in raw:
         raise ConfigError("config has no `data` section")
+    train = raw.get("train")
+    if isinstance(train, dict) and train.get("steps") is not None and train.get("epochs") is not None:
+        raise ConfigError(
+            "train.steps and train.epochs are both set; keep one (on the command line, "
+            "train.steps=N or train.epochs=E replaces the other)"
+        )
     kwargs: dict[str, Any] = {n: _section(n, cls, raw.get(n)) for n, cls in _SECTIONS.items() if n in raw or n == "data"}
     for name in _FREE:
         if name in raw:

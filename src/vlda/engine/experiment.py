@@ -196,6 +196,11 @@ def build_trainer(cfg: RunConfig, out: Path | None = None) -> Trainer:
     for s in [*src_train, tgt_train]:
         if len(s.pool) == 0:
             raise ConfigError("a training domain has no usable image (empty, or every image unreadable)")
+    if method.trains and not sum(len(v.pool) for v in src_val):
+        log.warning(
+            "no source-validation images (data.source_val_fraction=%s): `selected` will be the last "
+            "step, not a validated one", cfg.data.source_val_fraction,
+        )
 
     tcfg = cfg.train
     if tcfg.epochs is not None:

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vlda.models.hub import offline_unless_hub_reachable, unavailable_reason
 from vlda.models.loading import WeightsNotFoundError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -112,12 +113,14 @@ def load_image_backbone(
         weights_id = "random"
     elif tag in ("imagenet", "hub"):
         try:
-            model = timm.create_model(name, pretrained=True, num_classes=0)
+            with offline_unless_hub_reachable() as offline:
+                model = timm.create_model(name, pretrained=True, num_classes=0)
         except (OSError, RuntimeError) as err:  # huggingface_hub's offline errors are OSErrors
             raise WeightsNotFoundError(
-                f"Could not get timm's ImageNet weights for {name} (not in the local cache and not "
-                f"downloadable; offline?): download them once with network access, or give a local "
-                f"file as model.pretrained=/path/to/{base}.pth (efficientnet_lite0 works offline)."
+                f"Could not get timm's ImageNet weights for {name}: not in the local cache and "
+                f"{unavailable_reason(offline, err)}; download them once with network access, or "
+                f"give a local file as model.pretrained=/path/to/{base}.pth (efficientnet_lite0 "
+                f"works offline)."
             ) from err
         weights_id = f"timm-hub:{model.pretrained_cfg.get('hf_hub_id') or name}"
     elif _looks_like_path(tag):

@@ -7,6 +7,7 @@ is one sentence saying what is missing and where to put it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 
 from vlda.models.backbone import VisionLanguageBackbone
+from vlda.models.hub import drop_root_log, offline_unless_hub_reachable, unavailable_reason
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -136,14 +138,17 @@ def _load_open_clip(spec: BackboneSpec) -> VisionLanguageBackbone:
             )
         weights_id = _file_id(path)
         pretrained = str(path)
+    named = bool(pretrained) and not _looks_like_path(pretrained)
+    hub = offline_unless_hub_reachable() if named else contextlib.nullcontext(False)
     try:
-        model = open_clip.create_model(spec.name, pretrained=pretrained)
+        with hub as offline, drop_root_log("Failed to download weights"):
+            model = open_clip.create_model(spec.name, pretrained=pretrained)
     except (RuntimeError, OSError, ValueError) as err:
-        if pretrained and not _looks_like_path(pretrained):
+        if named:
             raise WeightsNotFoundError(
-                f"Could not get the {pretrained!r} weights of open_clip model {spec.name} (not in "
-                f"the local cache and not downloadable; offline?): download them once with network "
-                f"access or pass a local file, e.g. model.pretrained=/path/to/{spec.name}.pt."
+                f"Could not get the {pretrained!r} weights of open_clip model {spec.name}: not in "
+                f"the local cache and {unavailable_reason(offline, err)}; download them once with "
+                f"network access or pass a local file, e.g. model.pretrained=/path/to/{spec.name}.pt."
             ) from err
         raise
     cfg = open_clip.get_model_preprocess_cfg(model)
@@ -200,13 +205,16 @@ def _load_hf(spec: BackboneSpec) -> VisionLanguageBackbone:
     local = path.is_dir()
     if not local and _looks_like_path(spec.name) and not spec.name.count("/") == 1:
         raise WeightsNotFoundError(f"Hugging Face model directory {path} does not exist.")
+    hub = contextlib.nullcontext(False) if local else offline_unless_hub_reachable()
     try:
-        model = CLIPModel.from_pretrained(str(path) if local else spec.name)
+        with hub as offline:
+            model = CLIPModel.from_pretrained(str(path) if local else spec.name)
     except OSError as err:
         raise WeightsNotFoundError(
-            f"Could not load Hugging Face CLIP {spec.name!r} (not a local directory, not in the "
-            f"hub cache and not downloadable; offline?): download it once with network access or "
-            f"pass a local directory saved with save_pretrained, e.g. model.name=/path/to/clip."
+            f"Could not load Hugging Face CLIP {spec.name!r}: not a local directory, not in the "
+            f"hub cache, and {unavailable_reason(offline, err)}; download it once with network "
+            f"access or pass a local directory saved with save_pretrained, e.g. "
+            f"model.name=/path/to/clip."
         ) from err
     mean, std = CLIP_MEAN, CLIP_STD
     pre = path / "preprocessor_config.json"

@@ -27,12 +27,16 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
         return {}
     last = history[-1]
     with_val = [r for r in history if VALIDATOR in r]
-    # max() keeps the first of equal scores: the earliest step wins ties.
-    selected = max(with_val, key=lambda r: r[VALIDATOR]) if with_val else last
+    if with_val:
+        # max() keeps the first of equal scores: the earliest step wins ties.
+        selected = max(with_val, key=lambda r: r[VALIDATOR])
+        how = "source-validation accuracy (no target labels)"
+    else:  # nothing to validate on: say so rather than pretend a validator chose
+        selected, how = last, "last step (no source-validation images: see data.source_val_fraction)"
     oracle = max(history, key=lambda r: r["target/metric"])
     return {
         "last": _result(last, "last step"),
-        "selected": _result(selected, "source-validation accuracy (no target labels)"),
+        "selected": _result(selected, how),
         "oracle": _result(oracle, "ORACLE: best target metric, uses target labels"),
     }
 

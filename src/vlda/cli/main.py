@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # vlda's own messages at INFO; other libraries (open_clip logs to the root logger) at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("vlda").setLevel(logging.INFO)
     from vlda.cli.config import ConfigError
     from vlda.models.loading import WeightsNotFoundError
 

@@ -73,20 +73,8 @@ def supports_shared_prefix(backbone: VisionLanguageBackbone) -> bool:
     return True
 
 
-def _heads(x: Tensor, heads: int) -> Tensor:
-    """``[N, L, W]`` -> ``[N, h, L, W / h]``."""
-    n, length, width = x.shape
-    return x.reshape(n, length, heads, width // heads).transpose(1, 2)
-
-
-def _merge(x: Tensor) -> Tensor:
-    """``[N, h, L, d]`` -> ``[N, L, h * d]``."""
-    n, h, length, d = x.shape
-    return x.transpose(1, 2).reshape(n, length, h * d)
-
-
 def _causal_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
-    """Masked softmax attention ``[N, h, L, d]`` (the prefix's own self-attention)."""
+    """Masked softmax attention ``[..., L, d]`` (the prefix's own self-attention)."""
     s = (q @ k.transpose(-1, -2)).masked_fill(mask, float("-inf"))
     return torch.softmax(s, dim=-1) @ v
 
@@ -178,10 +166,10 @@ def encode_with_shared_prefix(
         b_q, b_k, b_v = attn.in_proj_bias.chunk(3) if attn.in_proj_bias is not None else (None,) * 3
         last = li == len(blocks) - 1
         hp = blk.ln_1(xp)
-        kp, vp = _heads(F.linear(hp, w_k, b_k), heads), _heads(F.linear(hp, w_v, b_v), heads)  # [G, h, P, d]
+        kp, vp = _split_heads(F.linear(hp, w_k, b_k), heads), _split_heads(F.linear(hp, w_v, b_v), heads)  # [h, G, P, d]
         if not last:  # the prefix's outputs of the last layer are never read
-            qp = _heads(F.linear(hp, w_q, b_q), heads) * scale
-            ap = _merge(_causal_attention(qp, kp, vp, causal_p))
+            qp = _split_heads(F.linear(hp, w_q, b_q), heads) * scale
+            ap = _join_heads(_causal_attention(qp, kp, vp, causal_p))
             xp = xp + blk.ls_1(F.linear(ap, attn.out_proj.weight, attn.out_proj.bias))
             xp = xp + blk.ls_2(blk.mlp(blk.ln_2(xp)))
         hs = blk.ln_1(x)
@@ -190,7 +178,7 @@ def encode_with_shared_prefix(
         if last:  # queries, attention output and MLP only at each prompt's EOT
             hs, x, mask = hs.gather(1, pick), x.gather(1, pick), past_eot
         qs = _split_heads(F.linear(hs, w_q, b_q), heads) * scale
-        a = _join_heads(_prefixed_attention(qs, kp.transpose(0, 1), vp.transpose(0, 1), ks, vs, mask))
+        a = _join_heads(_prefixed_attention(qs, kp, vp, ks, vs, mask))
         x = x + blk.ls_1(F.linear(a, attn.out_proj.weight, attn.out_proj.bias))
         x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
 

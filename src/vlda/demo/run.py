@@ -115,26 +115,28 @@ def _row(name: str, summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _fresh(run_dir: Path) -> None:
+def _run_row(name: str, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one table row afresh (an earlier run in its directory is removed); (row, summary)."""
+    from vlda.engine.experiment import run
+
+    run_dir = Path(raw["output"])
     if (run_dir / "checkpoint.pt").exists() or (run_dir / "summary.json").exists():
         import shutil
 
-        shutil.rmtree(run_dir)  # the demo always starts its runs afresh
+        shutil.rmtree(run_dir)
+    start = time.perf_counter()
+    summary = run(build_config(raw))
+    row = _row(name, summary)
+    row["seconds"] = round(time.perf_counter() - start, 1)
+    return row, summary
 
 
 def run_classic(data_root: Path, out: Path, rows: list[str] | None = None, steps: int | None = None,
                 progress: bool = True) -> list[dict[str, Any]]:
     """The classic table's rows (EfficientNet-Lite0 on the demo digits)."""
-    from vlda.engine.experiment import run
-
     rows_out = []
     for name in rows or list(CLASSIC_METHODS):
-        raw = classic_config(name, data_root, out, steps, progress)
-        _fresh(Path(raw["output"]))
-        t_m = time.perf_counter()
-        summary = run(build_config(raw))
-        row = _row(name, summary)
-        row["seconds"] = round(time.perf_counter() - t_m, 1)
+        row, summary = _run_row(name, classic_config(name, data_root, out, steps, progress))
         grads = summary.get("gradients", {})
         if "conflict_rate" in grads:
             row["conflict_rate"] = grads["conflict_rate"]
@@ -165,7 +167,7 @@ def demo_config(method: str, data_root: Path, model_dir: Path, cache_dir: Path, 
 def run_demo(out: Path, cache_dir: Path | None = None, steps: int | None = None,
              methods: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
     from vlda.demo.assets import ensure_demo_assets
-    from vlda.engine.experiment import default_cache_dir, run
+    from vlda.engine.experiment import default_cache_dir
 
     cache_dir = cache_dir or default_cache_dir()
     methods = methods or [*METHODS, *CLASSIC_METHODS]
@@ -183,10 +185,7 @@ def run_demo(out: Path, cache_dir: Path | None = None, steps: int | None = None,
     rows = []
     for name in methods:
         raw = demo_config(name, assets.data_root, assets.model_dir, cache_dir, out, steps, progress)
-        _fresh(Path(raw["output"]))
-        t_m = time.perf_counter()
-        rows.append(_row(name, run(build_config(raw))))
-        rows[-1]["seconds"] = round(time.perf_counter() - t_m, 1)
+        rows.append(_run_row(name, raw)[0])
     classic_rows: list[dict[str, Any]] = []
     if classic:
         from vlda.models.efficientnet_lite0 import MissingWeightsPackageError

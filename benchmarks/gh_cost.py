@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 import vlda  # noqa: F401  (torchvision shim before timm)
-from vlda.gradients.base import objectives_from_method
+from vlda.engine.stepper import Stepper
 from vlda.gradients.registry import get_strategy
 from vlda.methods.base import Task
 from vlda.methods.dann import DANN
@@ -104,7 +104,6 @@ def main(argv: list[str] | None = None) -> dict:
     method.on_train_step(500, 1000)  # λ well above 0, so the transfer loss reaches the features
     params = method.trainable_parameters()
     optimizer = torch.optim.SGD(method.optimizer_groups(), lr=1e-4, momentum=0.9)
-    weights = method.loss_weights()
     g = torch.Generator().manual_seed(0)
     src = {
         "images": torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device),
@@ -113,16 +112,14 @@ def main(argv: list[str] | None = None) -> dict:
     tgt = {"images": torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device)}
 
     strategies = {name: get_strategy(name) for name in SETTINGS if name != "gh_official"}
+    steppers = {name: Stepper(s, params, optimizer) for name, s in strategies.items()}
     conflicts: dict[str, list[float]] = {name: [] for name in strategies}
 
     def step(name: str) -> None:
         if name == "gh_official":
             official_gh_step(method, src, tgt, optimizer)
             return
-        diag = strategies[name].step(
-            lambda: method.losses(src, tgt), weights, params, optimizer,
-            objectives=objectives_from_method(method, src, tgt, None, weights),
-        )
+        diag = steppers[name].step(method.objectives(src, tgt))
         if "grad/conflict" in diag:
             conflicts[name].append(diag["grad/conflict"])
 

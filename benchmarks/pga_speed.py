@@ -52,7 +52,7 @@ import torch
 from bench_common import make_bank, make_task
 from torch.nn import functional as F
 
-from vlda.gradients.base import objectives_from_method
+from vlda.engine.stepper import Stepper
 from vlda.gradients.pga import PGAStrategy
 from vlda.methods.pga import PGA, PGAParams
 from vlda.models.backbone import VisionLanguageBackbone, clip_tokenize
@@ -119,7 +119,7 @@ class Steps:
         self.method.setup(device)
         self.params = self.method.trainable_parameters()
         self.opt = torch.optim.SGD(self.params, lr=1e-6, momentum=0.9, weight_decay=5e-4)
-        self.strategy = PGAStrategy(**HP)
+        self.stepper = Stepper(PGAStrategy(**HP), self.params, self.opt)
         self.gen = torch.Generator().manual_seed(args.seed)
         s, b = backbone.image_size, args.batch
         # Pre-made "decoded, augmented, normalised" images for the official step (loading is
@@ -197,9 +197,7 @@ class Steps:
 
     def vlda(self) -> None:
         src, tgt = self._batches()
-        weights = self.method.loss_weights()
-        objs = objectives_from_method(self.method, src, tgt, None, weights)
-        self.strategy.step(lambda: self.method.losses(src, tgt), weights, self.params, self.opt, objectives=objs)
+        self.stepper.step(self.method.objectives(src, tgt))
         self.opt.zero_grad(set_to_none=True)
 
     def floor(self) -> None:

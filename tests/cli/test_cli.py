@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vlda.cli.config import ConfigError, load_config
 from vlda.cli.main import main
+from vlda.config import ConfigError, load_config
 
 
 def write_config(tmp_path, data_root, **overrides):

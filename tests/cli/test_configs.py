@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from vlda.cli.config import load_config
+from vlda.config import load_config
 from vlda.data.benchmarks import get_benchmark
 from vlda.gradients.registry import STRATEGIES
 from vlda.methods.registry import get_method

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from vlda.engine.schedule import ScheduleConfig, lr_at
+from vlda.config import ConfigError, ScheduleConfig, load_config
+from vlda.engine.schedule import lr_at
 
 
 def test_cosine_by_step_with_linear_warmup():
@@ -34,10 +35,11 @@ def test_dassl_per_iteration_cosine_matches_torch_scheduler_stepped_per_iteratio
 
 
 def test_schedule_config_errors():
-    with pytest.raises(ValueError, match="unknown schedule"):
-        ScheduleConfig(name="cosin")
-    with pytest.raises(ValueError, match="period"):
-        ScheduleConfig(name="dassl_per_iter_cosine")
+    base = ["data.benchmark=officehome", "data.source=[art]", "data.target=clipart"]
+    with pytest.raises(ConfigError, match=r"schedule.name = 'cosin' is not valid: expected one of 'cosine'"):
+        load_config(None, [*base, "schedule.name=cosin"])
+    with pytest.raises(ConfigError, match="period"):
+        load_config(None, [*base, "schedule.name=dassl_per_iter_cosine"])
 
 
 def test_inv_schedule_matches_tllib_lambda_lr():

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from vlda.cli.config import build_config
+from vlda.config import build_config
 from vlda.engine import trainer as trainer_mod
 from vlda.engine.checkpoint import load_safe
 from vlda.engine.experiment import run

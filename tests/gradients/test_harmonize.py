@@ -175,6 +175,7 @@ def test_two_objectives_only():
 
 
 # -- the strategies: one forward, two backward, update = Σ a_i g_i ---------------------------
+from vlda.engine.stepper import take_step  # noqa: E402
 from vlda.gradients.base import Objectives  # noqa: E402
 from vlda.gradients.registry import get_strategy  # noqa: E402
 
@@ -203,8 +204,9 @@ class _Toy:
             out["l3"] = (self.theta ** 2).sum() * 0.1
         return out
 
-    def objectives(self):
-        return Objectives(lambda: {}, [self.theta], {"l1": [self.phi]})
+    def objectives(self, third=False, weights=None):
+        return Objectives(lambda: self.losses(third), shared=[self.theta], specific={"l1": [self.phi]},
+                          weights=weights)
 
     def grads(self, name, weight=1.0):
         return torch.autograd.grad(weight * self.losses()[name], self.params, allow_unused=True)
@@ -212,8 +214,7 @@ class _Toy:
 
 def _step(strategy, toy, weights=None, third=False, scaler=None):
     opt = torch.optim.SGD(toy.params, lr=0.0)
-    diag = strategy.step(lambda: toy.losses(third), weights or {}, toy.params, opt, scaler,
-                         objectives=toy.objectives())
+    diag = take_step(strategy, toy.objectives(third, weights), toy.params, opt, scaler)
     return [p.grad.clone() for p in toy.params], diag
 
 
@@ -316,7 +317,7 @@ def test_strategy_objective_selection_and_options():
 def test_single_objective_is_the_sum():
     toy = _Toy()
     opt = torch.optim.SGD(toy.params, lr=0.0)
-    diag = get_strategy("gh").step(lambda: {"l2": toy.losses()["l2"]}, {}, toy.params, opt)
+    diag = take_step(get_strategy("gh"), Objectives(lambda: {"l2": toy.losses()["l2"]}), toy.params, opt)
     assert torch.allclose(toy.theta.grad, toy.grads("l2")[0]) and toy.phi.grad is None
     assert "grad/cos" not in diag and diag["grad/w/l2"] == 1.0
 
@@ -379,7 +380,6 @@ def _feature_batches():
 
 @pytest.mark.parametrize("strategy", ["gh", "ghpp"])
 def test_gh_over_dapl_objectives(tiny_vit, strategy):
-    from vlda.gradients.base import objectives_from_method
     from vlda.methods.base import Task
     from vlda.methods.dapl import DAPL
 
@@ -398,10 +398,7 @@ def test_gh_over_dapl_objectives(tiny_vit, strategy):
     flat = {n: torch.cat([x.reshape(-1) for x in v]) for n, v in g.items()}
     w = (gh_weights if strategy == "gh" else ghpp_weights)(flat["source_ce"], flat["target_pl"])
     opt = torch.optim.SGD(params, lr=0.0)
-    diag = get_strategy(strategy).step(
-        lambda: method.losses(src, tgt), weights, params, opt,
-        objectives=objectives_from_method(method, src, tgt, None, weights),
-    )
+    diag = take_step(get_strategy(strategy), method.objectives(src, tgt), params, opt)
     for p, a, b in zip(params, g["source_ce"], g["target_pl"], strict=True):
         assert torch.allclose(p.grad, (w[0] * a + w[1] * b).float(), atol=1e-6)
     cos = float(flat["source_ce"] @ flat["target_pl"]) / float(flat["source_ce"].norm() * flat["target_pl"].norm())
@@ -420,7 +417,7 @@ def test_gh_over_coop_is_the_plain_sum(tiny_vit):
         method = CoOp(tiny_vit, task, CoOp.make_params({"n_ctx": 4}))
         params = method.trainable_parameters()
         opt = torch.optim.SGD(params, lr=0.0)
-        get_strategy(name).step(lambda m=method: m.losses(src, tgt), {}, params, opt)
+        take_step(get_strategy(name), method.objectives(src, tgt), params, opt)
         grads.append([p.grad.clone() for p in params])
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, atol=1e-7)

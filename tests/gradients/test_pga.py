@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from vlda.engine.stepper import take_step
 from vlda.gradients.base import Objectives, summarize_diagnostics
 from vlda.gradients.pga import PGAStrategy
 from vlda.gradients.registry import get_strategy
@@ -30,13 +31,14 @@ def make_problem(dtype=torch.float64, n_sources=1, quadratic=False, seed=0):
 
     fns = {n: (lambda n=n: loss(n)) for n in names}
     params = [w, *spec.values()]
-    objs = Objectives(lambda: fns, [w], {n: [p] for n, p in spec.items()})
+    objs = Objectives(closures=lambda: fns, shared=[w], specific={n: [p] for n, p in spec.items()})
     return params, objs, loss, w, spec, mats, vecs
 
 
 def final_grads(strategy, params, objs, weights=None, scaler=None):
     opt = torch.optim.SGD(params, lr=0.0)  # lr 0: parameters stay, .grad holds the update
-    diag = strategy.step(lambda: {}, weights or {}, params, opt, scaler, objectives=objs)
+    objs.weights = dict(weights or {})
+    diag = take_step(strategy, objs, params, opt, scaler)
     return [p.grad.clone() for p in params], diag
 
 
@@ -69,7 +71,7 @@ def test_parameters_are_restored_and_stepped_from_the_original_point():
     params, objs, *_ = make_problem()
     before = [p.detach().clone() for p in params]
     opt = torch.optim.SGD(params, lr=0.1)
-    PGAStrategy(radius=0.5, align=0.5).step(lambda: {}, {}, params, opt, objectives=objs)
+    take_step(PGAStrategy(radius=0.5, align=0.5), objs, params, opt)
     for p, b in zip(params, before, strict=True):
         torch.testing.assert_close(p.detach(), b - 0.1 * p.grad, rtol=0, atol=1e-12)
 
@@ -106,7 +108,7 @@ def test_official_epsilon_and_zero_gradient_guard():
     a = torch.nn.Parameter(torch.tensor([0.5], dtype=torch.float64))
     b = torch.nn.Parameter(torch.tensor([0.5], dtype=torch.float64))
     fns = {"target_pl": lambda: (w.sum() + b.sum()) * 0.0, "source_ce": lambda: (w**2).sum() * a.sum() ** 2}
-    objs = Objectives(lambda: fns, [w], {"target_pl": [b], "source_ce": [a]})
+    objs = Objectives(closures=lambda: fns, shared=[w], specific={"target_pl": [b], "source_ce": [a]})
     grads, diag = final_grads(PGAStrategy(radius=0.1, align=10.0, tradeoff=1.0), [w, a, b], objs)
     assert all(torch.isfinite(g).all() for g in grads)
     assert diag["grad/perturb/target_pl"] == 0.0 and diag["grad/cos"] == 0.0
@@ -125,7 +127,7 @@ def test_amp_gradients_are_unscaled_before_the_perturbation(exact):
     want, _ = final_grads(PGAStrategy(**kw), params, objs)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
     opt = torch.optim.SGD(params, lr=0.0)
-    diag = PGAStrategy(**kw).step(lambda: {}, {}, params, opt, scaler, objectives=objs)
+    diag = take_step(PGAStrategy(**kw), objs, params, opt, scaler)
     assert diag["amp/scale"] == 2.0**12 and diag["amp/skipped"] == 0.0
     for p, y in zip(params, want, strict=True):  # the scaler unscaled .grad in place
         torch.testing.assert_close(p.grad, y, rtol=1e-5, atol=1e-6)
@@ -139,7 +141,7 @@ def test_amp_compat_option_divides_the_alignment_by_the_loss_scale():
     scaler = torch.amp.GradScaler("cpu", init_scale=s)
     opt = torch.optim.SGD(params, lr=0.0)
     compat = PGAStrategy(radius=0.05, align=3.0, amp_compat_scaled_alignment=True)
-    compat.step(lambda: {}, {}, params, opt, scaler, objectives=objs)
+    take_step(compat, objs, params, opt, scaler)
     for p, y in zip(params, want, strict=True):
         torch.testing.assert_close(p.grad, y, rtol=1e-5, atol=1e-6)
     # and differs from the fixed (unscaled) behaviour
@@ -152,10 +154,10 @@ def test_amp_overflow_skips_the_step_and_lowers_the_scale():
     a = torch.nn.Parameter(torch.ones(1))
     b = torch.nn.Parameter(torch.ones(1))
     fns = {"target_pl": lambda: (w * b).sum() * 1e38, "source_ce": lambda: (w * a).sum()}
-    objs = Objectives(lambda: fns, [w], {"target_pl": [b], "source_ce": [a]})
+    objs = Objectives(closures=lambda: fns, shared=[w], specific={"target_pl": [b], "source_ce": [a]})
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
     opt = torch.optim.SGD([w, a, b], lr=0.1)
-    diag = PGAStrategy().step(lambda: {}, {}, [w, a, b], opt, scaler, objectives=objs)
+    diag = take_step(PGAStrategy(), objs, [w, a, b], opt, scaler)
     assert diag["amp/skipped"] == 1.0
     assert scaler.get_scale() < 2.0**16
     assert torch.equal(w.detach(), torch.ones(2)) and torch.equal(a.detach(), torch.ones(1))
@@ -169,7 +171,7 @@ def test_diagnostics_cosine_conflict_and_norms():
         "target_pl": lambda: w.sum() + 2 * b.sum(),
         "source_ce": lambda: -w[0] + 3 * a.sum(),
     }
-    objs = Objectives(lambda: fns, [w], {"target_pl": [b], "source_ce": [a]})
+    objs = Objectives(closures=lambda: fns, shared=[w], specific={"target_pl": [b], "source_ce": [a]})
     _, diag = final_grads(PGAStrategy(radius=0.0, align=0.0), [w, a, b], objs)
     assert diag["grad/cos"] == pytest.approx(-1 / math.sqrt(2))
     assert diag["grad/conflict"] == 1.0
@@ -191,12 +193,12 @@ def test_diagnostics_cosine_conflict_and_norms():
 def test_validation_and_registry():
     params, objs, *_ = make_problem()
     opt = torch.optim.SGD(params, lr=0.1)
-    with pytest.raises(TypeError, match="objectives"):
-        PGAStrategy().step(lambda: {}, {}, params, opt)
+    with pytest.raises(TypeError, match="needs `losses`"):
+        Objectives()
     with pytest.raises(ValueError, match="no target objective"):
-        PGAStrategy(target="nope").step(lambda: {}, {}, params, opt, objectives=objs)
+        take_step(PGAStrategy(target="nope"), objs, params, opt)
     with pytest.raises(ValueError, match="exactly its trainable"):
-        PGAStrategy().step(lambda: {}, {}, params[:-1], opt, objectives=objs)
+        take_step(PGAStrategy(), objs, params[:-1], opt)
     with pytest.raises(ValueError, match=">= 0"):
         PGAStrategy(radius=-1.0)
     s = get_strategy({"name": "pga", "radius": 1e-3, "align": 10, "tradeoff": 1.0})

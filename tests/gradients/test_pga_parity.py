@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vlda.gradients.base import objectives_from_method
+from vlda.engine.stepper import take_step
 from vlda.gradients.pga import PGAStrategy
 from vlda.methods.base import Task
 from vlda.methods.pga import MPGA, PGA, MPGAParams, PGAParams
@@ -228,14 +228,11 @@ def test_vlda_step_matches_the_official_step(tiny_vit, method, sources, csc):
                 p.copy_(s)
         params = vm.trainable_parameters()
         opt = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
-        weights = vm.loss_weights()
         for image_x, label, domain, image_u in data:
             with torch.no_grad():  # the feature cache's job: image features computed once
                 src = {"features": model.encode_image(image_x), "labels": label, "domains": domain}
                 tgt = {"features": model.encode_image(image_u), "domains": torch.full((len(image_u),), k)}
-            objs = objectives_from_method(vm, src, tgt, None, weights)
-            joint = lambda s=src, t=tgt: vm.losses(s, t)  # noqa: E731 (unused by pga)
-            strategy.step(joint, weights, params, opt, objectives=objs)
+            take_step(strategy, vm.objectives(src, tgt), params, opt)
         return [p.detach().clone() for p in params]
 
     # not vacuous: without the perturbations the parameters end up far away

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from vlda.engine.stepper import take_step
 from vlda.gradients.sum import SumStrategy
 from vlda.methods.base import Task
 from vlda.methods.registry import METHODS, get_method
@@ -37,7 +38,7 @@ def batches():
 def test_method_builds_steps_predicts_and_learns(name, tiny_vit):
     cls = get_method(name)
     torch.manual_seed(0)
-    if getattr(cls, "model_family", "") == "classifier":  # classic methods: a tiny timm ResNet
+    if cls.backbone_kind == "image_classifier":  # classic methods: a tiny timm ResNet
         from vlda.models.classifier import tiny_image_backbone
 
         method = cls(tiny_image_backbone(), TASK, cls.make_params({}))
@@ -62,7 +63,7 @@ def test_method_builds_steps_predicts_and_learns(name, tiny_vit):
 
     before = total()
     for _ in range(15):
-        SumStrategy().step(lambda: method.losses(src, tgt), weights, params, opt)
+        take_step(SumStrategy(), method.objectives(src, tgt), params, opt)
     assert total() < before
     state = method.trainable_state_dict()
     assert state and all(not t.requires_grad for t in state.values())

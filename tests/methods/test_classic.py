@@ -191,15 +191,15 @@ def _batches(n=6):
 def test_param_groups_lr_groups_and_checkpoint_roundtrip(name):
     method = _build(name, bottleneck_dim=16)
     trainable = {id(p) for p in method.trainable_parameters()}
-    groups = method.param_groups()
-    grouped = [id(p) for p in groups["shared"]] + [id(p) for ps in groups["specific"].values() for p in ps]
+    shared, specific = method.param_groups()
+    grouped = [id(p) for p in shared] + [id(p) for ps in specific.values() for p in ps]
     assert sorted(grouped) == sorted(trainable)  # exactly the trainable parameters, once each
     opt_groups = method.optimizer_groups()
     assert sorted(id(p) for g in opt_groups for p in g["params"]) == sorted(trainable)
     scales = {g["name"]: g["lr_scale"] for g in opt_groups}
     assert scales["backbone"] == 0.1 and scales["head"] == 1.0
     if name in ("dann", "cdan"):
-        assert scales["discriminator"] == 1.0 and set(groups["specific"]) == {"transfer"}
+        assert scales["discriminator"] == 1.0 and set(specific) == {"transfer"}
     src, tgt = _batches()
     losses = method.losses(src, tgt)
     assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
@@ -224,11 +224,13 @@ def test_dann_lambda_follows_the_engine_step():
     method = _build("dann", bottleneck_dim=8)
     src, tgt = _batches()
     method.on_train_step(0, 100)
-    method.losses(src, tgt)
-    assert method.last_metrics["grl_coeff"] == 0.0
+    objs = method.objectives(src, tgt)
+    objs.losses()
+    assert objs.metrics["grl_coeff"] == 0.0 and 0.0 <= objs.metrics["domain_acc"] <= 1.0
     method.on_train_step(100, 100)
-    method.losses(src, tgt)
-    assert method.last_metrics["grl_coeff"] == pytest.approx(grl_coefficient(100, 100))
+    objs = method.objectives(src, tgt)
+    objs.losses()
+    assert objs.metrics["grl_coeff"] == pytest.approx(grl_coefficient(100, 100))
     fixed = _build("dann", bottleneck_dim=8, grl_max_steps=10000)
     fixed.on_train_step(5000, 100)
     assert fixed.grl_coeff() == pytest.approx(grl_coefficient(5000, 10000))
@@ -250,13 +252,15 @@ def test_fixmatch_pseudo_labels_threshold_and_views():
     method = _build("fixmatch", bottleneck_dim=8, threshold=1.0)
     src, tgt = _batches()
     method.train()
-    assert method.losses(src, tgt)["target_pl"].item() == 0.0  # nothing passes τ = 1: 0, not NaN
-    assert method.last_metrics["pl_mask_rate"] == 0.0
+    objs = method.objectives(src, tgt)
+    assert objs.losses()["target_pl"].item() == 0.0  # nothing passes τ = 1: 0, not NaN
+    assert objs.metrics["pl_mask_rate"] == 0.0
     method = _build("fixmatch", bottleneck_dim=8, threshold=0.0)
     weak, strong = _images(6, 1), _images(6, 2)
     pair = {"images": torch.stack([weak, strong], dim=1), "domains": tgt["domains"]}
-    out = method.losses(src, pair)
-    assert method.last_metrics["pl_mask_rate"] == 1.0
+    objs = method.objectives(src, pair)
+    out = objs.losses()
+    assert objs.metrics["pl_mask_rate"] == 1.0
     # by hand: pseudo-labels from the weak view (BN in train mode, as the method), CE on strong
     torch.manual_seed(0)
     ref = _build("fixmatch", bottleneck_dim=8, threshold=0.0)
@@ -280,7 +284,7 @@ def test_fixmatch_target_transform_gives_two_views():
 
 # -- through the engine -----------------------------------------------------------------------
 def _run(tmp_path, color_data, method, gradients="sum", steps=3, **extra):
-    from vlda.cli.config import build_config
+    from vlda.config import build_config
     from vlda.engine.experiment import run
 
     raw = {
@@ -311,7 +315,7 @@ def test_end_to_end_run(tmp_path, color_data, method):
 
 
 def test_wrong_backbone_kind_is_a_config_error(tmp_path, color_data):
-    from vlda.cli.config import ConfigError, build_config
+    from vlda.config import ConfigError, build_config
     from vlda.engine.experiment import build_trainer
 
     raw = {
@@ -331,7 +335,7 @@ def test_wrong_backbone_kind_is_a_config_error(tmp_path, color_data):
 @pytest.mark.parametrize("strategy", ["sum", "gh", "ghpp", "pcgrad"])
 @pytest.mark.parametrize("name", ["source_only", "dann", "cdan", "mcc", "fixmatch"])
 def test_every_classic_method_steps_with_every_strategy(name, strategy):
-    from vlda.gradients.base import objectives_from_method
+    from vlda.engine.stepper import take_step
     from vlda.gradients.registry import get_strategy
 
     method = _build(name, bottleneck_dim=8, discriminator_hidden=16) if name in ("dann", "cdan") else _build(name, bottleneck_dim=8)
@@ -340,12 +344,9 @@ def test_every_classic_method_steps_with_every_strategy(name, strategy):
     src, tgt = _batches()
     params = method.trainable_parameters()
     opt = torch.optim.SGD(method.optimizer_groups(), lr=0.01)
-    weights = method.loss_weights()
     before = [p.detach().clone() for p in params]
-    diag = get_strategy(strategy).step(
-        lambda: method.losses(src, tgt), weights, params, opt,
-        objectives=objectives_from_method(method, src, tgt, None, weights),
-    )
+    objectives = method.objectives(src, tgt)
+    diag = take_step(get_strategy(strategy), objectives, params, opt) | objectives.metrics
     assert all(torch.isfinite(torch.tensor(v)) for v in diag.values())
     assert any(not torch.equal(a, p) for a, p in zip(before, params, strict=True))
     if strategy != "sum" and name != "source_only":
@@ -367,7 +368,7 @@ def test_dann_with_harmonisation_end_to_end(tmp_path, color_data, strategy):
 
 # -- the demo's classic table -----------------------------------------------------------------
 def test_demo_classic_rows_are_valid_configs(tmp_path):
-    from vlda.cli.config import build_config
+    from vlda.config import build_config
     from vlda.demo.run import CLASSIC_METHODS, classic_config
     from vlda.gradients.registry import get_strategy
 

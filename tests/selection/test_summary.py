@@ -6,7 +6,7 @@ from vlda.selection.summary import summarize
 def rec(step, target, val=None):
     r = {"step": step, "target/acc": target, "target/mean_class_acc": target, "target/metric": target}
     if val is not None:
-        r["source_val/acc"] = val
+        r["source_val/acc"] = r["validator/source_val_acc"] = val
     return r
 
 
@@ -21,7 +21,7 @@ def test_selected_is_the_best_source_validation_earliest_on_ties():
 def test_without_source_validation_selected_says_it_is_the_last_step():
     out = summarize([rec(1, 0.9), rec(2, 0.4)])
     assert out["selected"]["step"] == 2
-    assert out["selected"]["chosen_by"].startswith("last step (no source-validation")
+    assert out["selected"]["chosen_by"].startswith("last step (no source-validation accuracy")
     assert out["oracle"]["step"] == 1
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from vlda.cli.config import ConfigError, RunConfig, build_config, load_config
+from vlda.config import RunConfig, apply_override, build_config
+from vlda.engine.options import check_options, load_run_config
 
 log = logging.getLogger("vlda")
 
@@ -19,7 +20,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
     overrides = list(args.overrides)
     if getattr(args, "quiet", False):
         overrides.append("train.progress=false")
-    return load_config(args.config, overrides)
+    return load_run_config(args.config, overrides)
 
 
 def _print_results(summary: dict) -> None:
@@ -50,11 +51,9 @@ def _run_config(run_dir: Path, overrides: list[str]) -> RunConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a vlda run directory (no config.json)")
     raw = json.loads(path.read_text())
-    from vlda.cli.config import apply_override
-
     for o in overrides:
         apply_override(raw, o)
-    return build_config(raw)
+    return check_options(build_config(raw))
 
 
 def _weights_path(run_dir: Path, which: str) -> Path:
@@ -72,19 +71,12 @@ def _load_weights(method, run_dir: Path, which: str) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from vlda.engine.experiment import build_trainer
+    from vlda.engine.experiment import evaluate_run
 
     run_dir = Path(args.run)
     overrides = list(args.overrides) + (["train.progress=false"] if args.quiet else [])
     cfg = _run_config(run_dir, overrides)
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = build_trainer(cfg, out=Path(tmp))
-        trainer.method.to(trainer.device)
-        trainer.method.setup(trainer.device)
-        _load_weights(trainer.method, run_dir, args.weights)
-        result = trainer.evaluate()
+    result = evaluate_run(cfg, _weights_path(run_dir, args.weights))
     print(json.dumps({"run": str(run_dir), "weights": args.weights, "target": cfg.data.target, **result}, indent=2))
     return 0
 
@@ -92,8 +84,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from vlda.data.dataset import BadImageLog, ImageDataset, collate
     from vlda.data.transforms import eval_transform
-    from vlda.engine.experiment import build_method, load_run_backbone
-    from vlda.engine.trainer import resolve_device
+    from vlda.engine.build import build_method, load_run_backbone, resolve_device
     from vlda.methods.base import Task
 
     run_dir = Path(args.run)
@@ -101,11 +92,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     task_path = run_dir / "task.json"
     if not task_path.is_file():
         raise FileNotFoundError(f"{run_dir} has no task.json; was it written by `vlda train`?")
-    t = json.loads(task_path.read_text())
-    task = Task(
-        tuple(t["classnames"]), tuple(t["prompt_names"]), tuple(t["source_domains"]),
-        t["target_domain"], t["domain_words"],
-    )
+    task = Task.from_dict(json.loads(task_path.read_text()))
     images_dir = Path(args.images)
     if not images_dir.is_dir():
         raise FileNotFoundError(f"image folder {images_dir} does not exist")
@@ -147,16 +134,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from vlda.engine.experiment import build_trainer
+    from vlda.engine.experiment import cache_features
 
-    cfg = _config(args)
-    if not cfg.cache.enabled:
-        raise ConfigError("cache.enabled is false in this config; nothing to cache")
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        build_trainer(cfg, out=Path(tmp))  # building the streams builds (or reuses) the caches
-    print("feature cache ready")
+    n = cache_features(_config(args))
+    print(f"feature cache ready ({n} domain splits)")
     return 0
 
 

@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # vlda's own messages at INFO; other libraries (open_clip logs to the root logger) at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("vlda").setLevel(logging.INFO)
-    from vlda.cli.config import ConfigError
+    from vlda.config import ConfigError
     from vlda.models.loading import WeightsNotFoundError
 
     try:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vlda.cli.config import build_config
+from vlda.config import build_config
 from vlda.engine.checkpoint import write_text_atomic
 
 log = logging.getLogger("vlda")

@@ -17,28 +17,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-SCHEDULES = ("cosine", "constant", "dassl_per_iter_cosine", "inv")
-
-
-@dataclass
-class ScheduleConfig:
-    name: str = "cosine"
-    warmup_steps: int = 0
-    warmup_lr: float = 1e-5
-    warmup_type: str = "linear"  # "linear" (warmup_lr -> lr) or "constant" (warmup_lr)
-    period: int | None = None  # dassl_per_iter_cosine only: MAX_EPOCH of the official config
-    gamma: float = 0.001  # inv only
-    power: float = 0.75  # inv only
-
-    def __post_init__(self) -> None:
-        if self.name not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.name!r}; expected one of {SCHEDULES}")
-        if self.warmup_type not in ("linear", "constant"):
-            raise ValueError("schedule.warmup_type must be 'linear' or 'constant'")
-        if self.name == "dassl_per_iter_cosine" and not self.period:
-            raise ValueError("schedule dassl_per_iter_cosine needs `period` (the official MAX_EPOCH)")
+from vlda.config import ScheduleConfig
 
 
 def lr_at(step: int, total_steps: int, base_lr: float, cfg: ScheduleConfig) -> float:

@@ -19,6 +19,13 @@ from vlda.data.feature_cache import FeatureSet
 from vlda.engine.sampling import step_positions, step_seeds
 
 
+def _own_generator() -> torch.Generator:
+    """A DataLoader draws a base seed from the global RNG each time it starts iterating unless
+    given its own generator. Our samples carry their own seeds, so that draw is useless, and it
+    would make the dropout of a resumed run differ from an uninterrupted one."""
+    return torch.Generator()
+
+
 @dataclass
 class Source:
     """One domain's data for a stream: cached features or an image dataset, restricted to
@@ -97,6 +104,7 @@ class TrainStream:
                     DataLoader(
                         src.dataset, batch_sampler=keys, collate_fn=collate,
                         num_workers=self.num_workers, persistent_workers=False,
+                        generator=_own_generator(),
                     )
                 )
             )
@@ -141,7 +149,10 @@ def eval_batches(
             yield {"features": source.features.gather(index, 0), "labels": source.features.labels[index]}
         return
     chunks = [pool[i : i + batch_size].tolist() for i in range(0, len(pool), batch_size)]
-    loader = DataLoader(source.dataset, batch_sampler=chunks, collate_fn=collate, num_workers=num_workers)
+    loader = DataLoader(
+        source.dataset, batch_sampler=chunks, collate_fn=collate, num_workers=num_workers,
+        generator=_own_generator(),
+    )
     for part in loader:
         if bad_log is not None:
             bad_log.update(part["bad_paths"])

@@ -1,133 +1,162 @@
-"""How named objectives become one update (DESIGN.md: a separate, swappable part).
+"""How named objectives become gradients (DESIGN.md: a separate, swappable part).
 
-A strategy gets a closure that evaluates the method's named objectives at the current
-parameters, their weights, the trainable parameters, the optimizer and (optionally) a
-``torch.amp.GradScaler``. It sets ``.grad`` on the parameters, steps the optimizer and returns
-diagnostics (floats) for the log. Strategies that need gradients work on *unscaled* gradients.
+A strategy gets the step's :class:`Objectives` (the method's named losses, as one joint
+evaluation and as one closure per objective, plus the parameter groups they touch), the
+trainable parameters and a :class:`StepContext`. It **writes** ``p.grad`` for the parameters and
+returns diagnostics (floats) for the log. It never steps the optimizer and never touches a
+GradScaler: the engine unscales, clips, steps and updates the scaler
+(:mod:`vlda.engine.stepper`).
 
-Strategies that need more than one joint evaluation also get ``objectives``
-(:class:`Objectives`): each named objective as its own closure, re-evaluable at perturbed
-parameters (PGA), and the parameter groups (shared by every objective, or specific to one).
-A method provides them by implementing
-
-* ``objectives(source, target) -> {name: closure}`` — each closure returns one scalar loss at
-  the *current* parameter values; work that does not depend on the trainable parameters
-  (image features, pseudo-labels) is done once, outside the closures;
-* ``param_groups() -> {"shared": [params], "specific": {objective name: [params]}}``.
-
-A method without them still works with every strategy: :func:`objectives_from_method` then
-makes one closure per entry of ``losses()`` (each re-evaluates all losses and keeps its own) and
-treats every trainable parameter as shared. The plain sum never builds them.
+Under fp16 mixed precision the strategy differentiates ``ctx.scale(loss)`` (the loss times the
+GradScaler's scale, ``ctx.loss_scale``) and leaves ``.grad`` in that scaled form; a strategy
+that reads gradients (angles, norms) divides by ``ctx.loss_scale`` first. In a distributed run
+the strategy averages each objective's gradients with ``ctx.comm`` before it combines them, so
+every process takes the same step.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-Closure = Callable[[], Mapping[str, Tensor]]
+from vlda.gradients.comm import Communicator, LocalComm
+
 ObjectiveFn = Callable[[], Tensor]
+JointFn = Callable[[], Mapping[str, Tensor]]
+ContextFactory = Callable[[], contextlib.AbstractContextManager]
 
 
 class Objectives:
-    """The named objectives of one step, as closures, and the parameter groups they touch.
+    """The named objectives of one step and the parameter groups they touch.
 
-    Attributes:
-        shared: parameters every objective depends on (PGA: the shared context ``θ_sh``).
-        specific: objective name -> parameters only that objective depends on (PGA: the
-            domain contexts ``θ_S``, ``θ_T``).
-        weights: objective name -> weight of a plain sum (1 when absent).
+    Args:
+        losses: evaluates every objective in one forward pass -> ``{name: scalar}``.
+        closures: builds ``{name: fn}``, each ``fn()`` one objective at the *current* parameter
+            values (PGA re-evaluates them at perturbed points). Default: from ``losses`` (each
+            closure evaluates all and keeps its own).
+        shared: parameters every objective depends on (PGA: the shared context ``θ_sh``; the
+            classic methods: the classifier). Empty: all trainable parameters.
+        specific: objective name -> parameters only that objective depends on.
+        weights: objective name -> weight in a plain sum (1 when absent).
+        metrics: per-step values the method reports for the log (e.g. the pseudo-label rate);
+            kept by reference, so a joint evaluation may fill it in.
+        run_in: context (autocast) every evaluation runs in.
 
-    ``closures`` is built on first access, so a strategy that never asks for it (the plain
-    sum) costs nothing.
+    ``closures`` is built on first access, so a strategy that never asks for it costs nothing.
     """
 
     def __init__(
         self,
-        build: Callable[[], Mapping[str, ObjectiveFn]],
-        shared: Sequence[torch.nn.Parameter],
+        losses: JointFn | None = None,
+        *,
+        closures: Callable[[], Mapping[str, ObjectiveFn]] | None = None,
+        shared: Sequence[torch.nn.Parameter] = (),
         specific: Mapping[str, Sequence[torch.nn.Parameter]] | None = None,
         weights: Mapping[str, float] | None = None,
+        metrics: dict[str, float] | None = None,
+        run_in: ContextFactory | None = None,
     ) -> None:
-        self._build = build
+        if losses is None and closures is None:
+            raise TypeError("Objectives needs `losses` (joint) or `closures` (one per objective)")
+        self._joint = losses
+        self._build = closures
         self._closures: dict[str, ObjectiveFn] | None = None
         self.shared = list(shared)
         self.specific = {k: list(v) for k, v in (specific or {}).items()}
         self.weights = dict(weights or {})
+        self.metrics: dict[str, float] = metrics if metrics is not None else {}
+        self.run_in: ContextFactory = run_in or contextlib.nullcontext
+
+    def losses(self) -> dict[str, Tensor]:
+        """Every objective at the current parameters (one joint evaluation when available)."""
+        with self.run_in():
+            if self._joint is not None:
+                return dict(self._joint())
+        return {name: fn() for name, fn in self.closures.items()}
 
     @property
     def closures(self) -> dict[str, ObjectiveFn]:
         if self._closures is None:
-            self._closures = dict(self._build())
+            if self._build is not None:
+                with self.run_in():
+                    raw = dict(self._build())
+            else:
+                joint = self._joint
+                assert joint is not None
+                with self.run_in():
+                    names = list(joint())
+                raw = {n: (lambda n=n: joint()[n]) for n in names}
+            self._closures = {n: self._wrap(fn) for n, fn in raw.items()}
         return self._closures
+
+    def _wrap(self, fn: ObjectiveFn) -> ObjectiveFn:
+        def run() -> Tensor:
+            with self.run_in():
+                return fn()
+
+        return run
+
+    def weight(self, name: str) -> float:
+        return float(self.weights.get(name, 1.0))
 
     def params_of(self, name: str) -> list[torch.nn.Parameter]:
         """Shared parameters followed by ``name``'s specific ones."""
         return [*self.shared, *self.specific.get(name, [])]
 
 
-def objectives_from_method(
-    method: Any,
-    source: Mapping[str, Tensor],
-    target: Mapping[str, Tensor],
-    autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
-    weights: Mapping[str, float] | None = None,
-) -> Objectives:
-    """:class:`Objectives` of ``method`` for one (source, target) batch.
+@dataclass
+class StepContext:
+    """What the engine tells a strategy about this step.
 
-    Every closure (and the method's shared per-step work) runs under ``autocast()`` when given,
-    like the engine's joint closure.
+    Attributes:
+        loss_scale: the GradScaler's scale (1.0 without fp16 loss scaling).
+        comm: averages per-objective gradients across processes (no-op in one process).
     """
-    ctx = autocast or contextlib.nullcontext
 
-    def wrap(fn: ObjectiveFn) -> ObjectiveFn:
-        def run() -> Tensor:
-            with ctx():
-                return fn()
+    loss_scale: float = 1.0
+    comm: Communicator = field(default_factory=LocalComm)
 
-        return run
-
-    if hasattr(method, "objectives"):
-
-        def build() -> dict[str, ObjectiveFn]:
-            with ctx():
-                fns = method.objectives(source, target)
-            return {name: wrap(fn) for name, fn in fns.items()}
-
-    else:
-
-        def build() -> dict[str, ObjectiveFn]:
-            with ctx():
-                names = list(method.losses(source, target))
-            return {n: wrap(lambda n=n: method.losses(source, target)[n]) for n in names}
-
-    trainable = [p for p in method.parameters() if p.requires_grad]
-    if hasattr(method, "param_groups"):
-        groups = method.param_groups()
-        shared, specific = groups.get("shared", []), groups.get("specific", {})
-    else:
-        shared, specific = trainable, {}
-    return Objectives(build, shared, specific, weights)
+    def scale(self, loss: Tensor) -> Tensor:
+        """``loss · loss_scale``: what to differentiate so that ``.grad`` is in scaled form."""
+        return loss if self.loss_scale == 1.0 else loss * self.loss_scale
 
 
 class GradientStrategy:
+    """Base of the strategies: :meth:`compute` writes ``.grad`` and returns diagnostics."""
+
     name: ClassVar[str] = ""
 
-    def step(
-        self,
-        closure: Closure,
-        weights: Mapping[str, float],
-        params: Sequence[torch.nn.Parameter],
-        optimizer: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler | None = None,
-        *,
-        objectives: Objectives | None = None,
+    def compute(
+        self, objectives: Objectives, params: Sequence[torch.nn.Parameter], ctx: StepContext
     ) -> dict[str, float]:
+        """Set ``p.grad`` (scaled by ``ctx.loss_scale``) for every parameter in ``params``
+        (``None`` where no objective reaches it) and return diagnostics: at least
+        ``loss/<name>`` and ``loss/total`` (the plain weighted sum ``Σ w_i L_i``)."""
         raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue exactly (e.g. PCGrad's step counter)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+
+def loss_diagnostics(losses: Mapping[str, Tensor], objectives: Objectives) -> dict[str, float]:
+    """``loss/<name>`` of each objective and ``loss/total = Σ w_i L_i`` (one host sync)."""
+    names = list(losses)
+    if not names:
+        return {"loss/total": 0.0}
+    vals = torch.stack([losses[n].detach().float().reshape(()) for n in names])
+    w = torch.tensor([objectives.weight(n) for n in names], dtype=vals.dtype, device=vals.device)
+    out = dict(zip([f"loss/{n}" for n in names], vals.tolist(), strict=True))
+    out["loss/total"] = float((w * vals).sum())
+    return out
 
 
 def summarize_diagnostics(history: Sequence[Mapping[str, Any]], prefix: str = "train/grad/") -> dict[str, Any]:

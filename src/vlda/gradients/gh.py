@@ -28,7 +28,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from vlda.gradients.base import GradientStrategy
 from vlda.gradients.harmonize import HarmonizingStrategy, gh_weights_from_gram
 
 
@@ -38,7 +37,7 @@ def _unweight(g: Tensor, loss_weights: Sequence[float]) -> Tensor:
     return g / (w[:, None] * w[None, :])
 
 
-class GHStrategy(HarmonizingStrategy, GradientStrategy):
+class GHStrategy(HarmonizingStrategy):
     """GH. Args: ``order`` (two objective names), ``unweighted_gram`` (official-code
     compatibility, see the module docstring)."""
 

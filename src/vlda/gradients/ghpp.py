@@ -22,11 +22,10 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from vlda.gradients.base import GradientStrategy
 from vlda.gradients.harmonize import HarmonizingStrategy, ghpp_weights_from_gram
 
 
-class GHPPStrategy(HarmonizingStrategy, GradientStrategy):
+class GHPPStrategy(HarmonizingStrategy):
     """GH++. Args: ``k`` in [0, 1]; ``order``: [first, second] objective names."""
 
     name = "ghpp"

@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from vlda.gradients.base import GradientStrategy, Objectives, StepContext, loss_diagnostics
+from vlda.gradients.comm import filled
 
 _TINY = 1e-30  # guards divisions by a zero norm; a zero gradient never "conflicts" (dot = 0)
 
@@ -188,34 +192,6 @@ def diagnostics(g: Tensor, names: Sequence[str], weights: Tensor) -> dict[str, f
 # -- the shared step: 1 forward, one backward per harmonised objective, no third backward ------
 
 
-def _distributed_world() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def all_reduce_mean(grads: list[list[Tensor | None]], params: Sequence[torch.nn.Parameter]) -> None:
-    """Average every term's gradients over the processes of a ``torch.distributed`` run (in
-    place; missing gradients become zeros). The harmonisation weights are then computed from the
-    same numbers on every process, so every replica takes the same step. No-op when not
-    distributed."""
-    import torch.distributed as dist
-
-    world = _distributed_world()
-    if world == 1:
-        return
-    for term in grads:
-        full = [torch.zeros_like(p) if g is None else g for g, p in zip(term, params, strict=True)]
-        flat = torch.cat([g.reshape(-1) for g in full])
-        dist.all_reduce(flat)
-        flat /= world
-        out, offset = [], 0
-        for g in full:
-            out.append(flat[offset: offset + g.numel()].view_as(g))
-            offset += g.numel()
-        term[:] = out
-
-
 def _gram_of(grads: Sequence[Sequence[Tensor | None]], index: Sequence[int]) -> Tensor:
     """Gram matrix (float64) of the terms' gradients restricted to the parameters ``index``,
     accumulated parameter by parameter (no flattened copy of the model's gradients)."""
@@ -235,16 +211,16 @@ def _gram_of(grads: Sequence[Sequence[Tensor | None]], index: Sequence[int]) -> 
     return g
 
 
-class HarmonizingStrategy:
+class HarmonizingStrategy(GradientStrategy):
     """Base of GH, GH++ and PCGrad as gradient strategies (see :mod:`vlda.gradients.gh`).
 
-    One step: **one** forward pass (the engine's joint closure gives every objective), then one
+    One step: **one** forward pass (the joint evaluation gives every objective), then one
     ``torch.autograd.grad`` per harmonised objective (``retain_graph`` until the last; the
     other objectives, if any, share one more), over all trainable parameters. The per-objective
     gradients ``g_i`` are of the *weighted* objectives ``w_i L_i`` (the method's loss weights, as
     the official GH code applies ``trade_off`` to the transfer loss). Their Gram matrix on the
     parameter group (the method's ``shared`` parameters; all trainable parameters when it
-    declares none) gives the harmonisation weights ``a``; the update is then set directly,
+    declares none) gives the harmonisation weights ``a``; the update is then written directly,
     ``grad = Σ_i a_i g_i``: no third backward (the official code runs 1 forward + 3 backward).
 
     ``a`` applies to every parameter for GH / GH++ (they are loss re-weightings: the official
@@ -254,20 +230,18 @@ class HarmonizingStrategy:
 
     Mixed precision: the gradients are those of the loss-scaled objectives; the weights are
     computed from the Gram matrix divided by ``scale²`` (the unscaled one; all three rules are
-    invariant to a common scale anyway) and the combined, still-scaled gradient goes to
-    ``scaler.step``, which unscales it and skips steps with inf/NaN. Distributed: each term's
-    gradients are averaged over processes before the Gram matrix, so every process computes the
-    same weights. Do not wrap the model in ``DistributedDataParallel`` with this strategy (its
-    hooks do not see ``autograd.grad``); the strategy does the averaging.
+    invariant to a common scale anyway) and ``.grad`` is left scaled for the engine to unscale.
+    Distributed: each term's gradients are averaged with ``ctx.comm`` before the Gram matrix, so
+    every process computes the same weights. Do not wrap the model in
+    ``DistributedDataParallel`` with this strategy (its hooks do not see ``autograd.grad``).
 
     Diagnostics per step: ``grad/cos``, ``grad/conflict``, ``grad/norm/<name>``,
     ``grad/w/<name>`` (:func:`diagnostics`) and ``loss/<name>``, ``loss/total`` (the plain
     weighted sum ``Σ w_i L_i``, comparable across strategies).
     """
 
-    name = ""
-    weights_apply_to_all = True
-    n_objectives: int | None = 2  # GH and GH++ harmonise exactly two; PCGrad: None (any)
+    weights_apply_to_all: ClassVar[bool] = True
+    n_objectives: ClassVar[int | None] = 2  # GH and GH++ harmonise exactly two; PCGrad: any
 
     def __init__(self, order: Sequence[str] | None = None) -> None:
         if order is not None:
@@ -301,51 +275,71 @@ class HarmonizingStrategy:
             )
         return list(names)
 
-    def step(
-        self,
-        closure,
-        weights,
-        params,
-        optimizer: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler | None = None,
-        *,
-        objectives=None,
+    def compute(
+        self, objectives: Objectives, params: Sequence[torch.nn.Parameter], ctx: StepContext
     ) -> dict[str, float]:
-        optimizer.zero_grad(set_to_none=True)
-        losses = closure()
+        losses = objectives.losses()
         names = list(losses)
         chosen = self.harmonized(names)
         rest = [n for n in names if n not in chosen]
-        if scaler is not None and not scaler.is_enabled():
-            scaler = None
-        scale = float(scaler.get_scale()) if scaler is not None else 1.0
         params = list(params)
-        position = {id(p): j for j, p in enumerate(params)}
-        group = objectives.shared if objectives is not None and objectives.shared else params
-        try:
-            index = sorted({position[id(p)] for p in group})
-        except KeyError:
-            raise ValueError(f"{self.name}: the parameter group holds a non-trainable parameter") from None
-        in_group = set(index)
-        lw = [float(weights.get(n, 1.0)) for n in chosen]
+        index = self._group_index(objectives, params)
+        lw = [objectives.weight(n) for n in chosen]
         terms = [w * losses[n] for w, n in zip(lw, chosen, strict=True)]
         if rest:
-            terms.append(sum(float(weights.get(n, 1.0)) * losses[n] for n in rest))
-        grads: list[list[Tensor | None]] = []
-        for i, term in enumerate(terms):
-            out = scaler.scale(term) if scaler is not None else term
-            if isinstance(out, Tensor) and out.requires_grad:
-                g = torch.autograd.grad(out, params, retain_graph=i < len(terms) - 1, allow_unused=True)
-                grads.append(list(g))
-            else:
-                grads.append([None] * len(params))
-        all_reduce_mean(grads, params)
+            terms.append(sum(objectives.weight(n) * losses[n] for n in rest))
+        grads = self._term_grads(terms, params, ctx)
         n = len(chosen)
-        gram_ = _gram_of(grads[:n], index) / (scale * scale)
+        gram_ = _gram_of(grads[:n], index) / (ctx.loss_scale * ctx.loss_scale)
         if n >= 2:
             a = self.weights_from_gram(gram_, chosen, lw).to(gram_.device)
         else:
             a = torch.ones(n, dtype=torch.float64, device=gram_.device)
+        self._write(grads, params, a, n, set(index), bool(rest))
+        out = loss_diagnostics(losses, objectives)
+        if bool(torch.isfinite(gram_).all()):
+            out.update(diagnostics(gram_, chosen, a))
+        return out
+
+    def _group_index(self, objectives: Objectives, params: Sequence[torch.nn.Parameter]) -> list[int]:
+        position = {id(p): j for j, p in enumerate(params)}
+        group = objectives.shared or params
+        try:
+            return sorted({position[id(p)] for p in group})
+        except KeyError:
+            raise ValueError(f"{self.name}: the parameter group holds a non-trainable parameter") from None
+
+    @staticmethod
+    def _term_grads(
+        terms: Sequence[Any], params: Sequence[torch.nn.Parameter], ctx: StepContext
+    ) -> list[list[Tensor | None]]:
+        """``∇ (scale · term_i)`` over ``params`` for each term, averaged across processes."""
+        grads: list[list[Tensor | None]] = []
+        for i, term in enumerate(terms):
+            if isinstance(term, Tensor) and term.requires_grad:
+                g = torch.autograd.grad(
+                    ctx.scale(term), params, retain_graph=i < len(terms) - 1, allow_unused=True
+                )
+                grads.append(list(g))
+            else:
+                grads.append([None] * len(params))
+        if ctx.comm.world_size > 1:
+            for k, term_grads in enumerate(grads):
+                full = filled(term_grads, params)
+                ctx.comm.average(full)
+                grads[k] = list(full)
+        return grads
+
+    def _write(
+        self,
+        grads: Sequence[Sequence[Tensor | None]],
+        params: Sequence[torch.nn.Parameter],
+        a: Tensor,
+        n: int,
+        in_group: set[int],
+        has_rest: bool,
+    ) -> None:
+        """``p.grad = Σ_i a_i g_i`` (+ the unharmonised rest)."""
         ones = torch.ones_like(a)
         for j, p in enumerate(params):
             coeff = a if (self.weights_apply_to_all or j in in_group) else ones
@@ -355,16 +349,7 @@ class HarmonizingStrategy:
                 if g is not None:
                     t = coeff[i].to(g.dtype) * g
                     total = t if total is None else total + t
-            if rest and grads[n][j] is not None:
-                total = grads[n][j] if total is None else total + grads[n][j]
+            rest = grads[n][j] if has_rest else None
+            if rest is not None:
+                total = rest if total is None else total + rest
             p.grad = total
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        out_diag = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
-        out_diag["loss/total"] = float(sum(float(weights.get(k, 1.0)) * v.detach() for k, v in losses.items()))
-        if bool(torch.isfinite(gram_).all()):
-            out_diag.update(diagnostics(gram_, chosen, a))
-        return out_diag

@@ -10,21 +10,22 @@ task-specific parameters. One forward and one backward per objective.
 
 The random order of each step is drawn from ``numpy.random.default_rng([seed, i])`` with ``i``
 the number of steps this strategy has taken, so it is the same on every process of a
-distributed run; a resumed run draws afresh from step 0 of the resumed part.
+distributed run; the counter is saved in the checkpoint, so a resumed run continues the same
+sequence of orders.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-from vlda.gradients.base import GradientStrategy
 from vlda.gradients.harmonize import HarmonizingStrategy, pcgrad_weights_from_gram
 
 
-class PCGradStrategy(HarmonizingStrategy, GradientStrategy):
+class PCGradStrategy(HarmonizingStrategy):
     """PCGrad. Args: ``seed`` (projection order), ``order`` (objectives to project; default all)."""
 
     name = "pcgrad"
@@ -40,3 +41,9 @@ class PCGradStrategy(HarmonizingStrategy, GradientStrategy):
         rng = np.random.default_rng([self.seed, self.calls])
         self.calls += 1
         return pcgrad_weights_from_gram(g, rng)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.calls = int(state.get("calls", 0))

@@ -16,7 +16,7 @@ passes), the shared and the specific block each normalised by its own norm::
     source i:  θ_sh + ρ_gn ĝ_Si − ρ_ga g_T / (‖g_T‖·‖g_Si‖ + ε),       θ_Si + ρ_gn ĥ_Si
     -> (g̃_i, h̃_i) = ∇ L_i at that point; θ is then restored exactly (copied back)
 
-    grad θ_sh = w_T g̃_T + λ Σ_i w_Si g̃_Si,   grad θ_i = w_i h̃_i,   optimizer.step()
+    grad θ_sh = w_T g̃_T + λ Σ_i w_Si g̃_Si,   grad θ_i = w_i h̃_i     (the engine then steps)
 
 with ``ρ_gn = radius``, ``ρ_ga = align``, ``λ = tradeoff``, ``ε = eps`` (1e-12 in the official
 code, added to each norm and to each product of norms) and ``w`` the method's loss weights (1 in
@@ -36,9 +36,13 @@ perturbation is built, so ``align`` means the same with and without fp16. The of
 reads *scaled* gradients: its radius term is scale-invariant but its alignment term is divided
 by the loss scale s (2^16 at start, then adaptive), so its effective ``ρ_ga`` is ``align / s``.
 ``amp_compat_scaled_alignment=True`` reproduces that (the perturbation is built from the scaled
-gradients; without a GradScaler it changes nothing). The final gradients are handed to
-``scaler.step`` in scaled form, so inf/NaN steps are skipped as usual; a non-finite stage-1
-gradient skips the step without building a perturbation.
+gradients; without a GradScaler it changes nothing). The final gradients are left in ``.grad``
+in scaled form for the engine's ``scaler.step``, so inf/NaN steps are skipped as usual; a
+non-finite stage-1 gradient skips the step without building a perturbation.
+
+**Distributed.** The stage-1 gradients are averaged across processes (``ctx.comm``) before the
+perturbations are built, and the stage-2 gradients before they are combined, so every process
+builds the same perturbation and takes the same step.
 
 **Fixed bugs / deviations (defaults).** A zero gradient (e.g. the target loss when no
 pseudo-label passes τ: the official code divides by zero there and gets NaN) has no direction
@@ -62,7 +66,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vlda.gradients.base import Closure, GradientStrategy, ObjectiveFn, Objectives
+from vlda.gradients.base import GradientStrategy, ObjectiveFn, Objectives, StepContext
 
 
 @dataclass
@@ -72,6 +76,12 @@ class _Grads:
     loss: Tensor
     shared: list[Tensor]
     specific: list[Tensor]
+
+
+def _average(grads: Mapping[str, _Grads], order: Sequence[str], ctx: StepContext) -> None:
+    """Average every objective's gradients across processes, in place (no-op in one process)."""
+    if ctx.comm.world_size > 1:
+        ctx.comm.average([t for n in order for t in (*grads[n].shared, *grads[n].specific)])
 
 
 def _wide(t: Tensor) -> Tensor:
@@ -168,11 +178,11 @@ class PGAStrategy(GradientStrategy):
         fn: ObjectiveFn,
         shared: Sequence[torch.nn.Parameter],
         specific: Sequence[torch.nn.Parameter],
-        scaler: torch.amp.GradScaler | None,
+        ctx: StepContext,
     ) -> _Grads:
         loss = fn()
         ps = [*shared, *specific]
-        out = scaler.scale(loss) if scaler is not None else loss
+        out = ctx.scale(loss)
         if out.requires_grad:
             grads = torch.autograd.grad(out, ps, allow_unused=True)
         else:
@@ -185,14 +195,14 @@ class PGAStrategy(GradientStrategy):
         fn: ObjectiveFn,
         shared: Sequence[torch.nn.Parameter],
         specific: Sequence[torch.nn.Parameter],
-        scaler: torch.amp.GradScaler | None,
+        ctx: StepContext,
         direction: Sequence[Tensor],
     ) -> _Grads:
         """``∇L + H·direction`` at θ, by double backward (as computed: loss-scaled with AMP)."""
         ps = [*shared, *specific]
         with _math_attention():
             loss = fn()
-            out = scaler.scale(loss) if scaler is not None else loss
+            out = ctx.scale(loss)
             if not out.requires_grad:
                 zeros = [torch.zeros_like(p) for p in ps]
                 return _Grads(loss.detach(), zeros[: len(shared)], zeros[len(shared):])
@@ -209,22 +219,40 @@ class PGAStrategy(GradientStrategy):
             total.append(t if h is None else t + h)
         return _Grads(loss.detach(), total[: len(shared)], total[len(shared):])
 
-    # -- the step -----------------------------------------------------------------------------
-    def step(
-        self,
-        closure: Closure,
-        weights: Mapping[str, float],
-        params: Sequence[torch.nn.Parameter],
-        optimizer: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler | None = None,
-        *,
-        objectives: Objectives | None = None,
+    # -- the step, in named stages -------------------------------------------------------------
+    def compute(
+        self, objectives: Objectives, params: Sequence[torch.nn.Parameter], ctx: StepContext
     ) -> dict[str, float]:
-        if objectives is None:
-            raise TypeError(
-                "the pga strategy needs the objectives one by one (objectives=...); the engine "
-                "passes them, see vlda.gradients.base.objectives_from_method"
-            )
+        order, sources, shared, spec = self._layout(objectives, params)
+        fns = objectives.closures
+        dev = params[0].device
+        w = {n: objectives.weight(n) for n in order}
+        raw, plain = self._stage1(fns, order, shared, spec, ctx)
+        norm_sh = {n: _norm(plain[n].shared, dev) for n in order}
+        norm_sp = {n: _norm(plain[n].specific, dev) for n in order}
+        losses = {n: plain[n].loss.float() for n in order}
+        total = w[self.target] * losses[self.target] + self.tradeoff * sum(
+            (w[n] * losses[n] for n in sources), torch.zeros((), device=dev)
+        )
+        finite = bool(torch.isfinite(torch.stack([*norm_sh.values(), *norm_sp.values()])).all())
+        if ctx.loss_scale != 1.0 and not finite:
+            # Overflow at this loss scale: no perturbation can be built. Hand the (non-finite)
+            # gradients on; the engine's GradScaler skips the step and lowers the scale.
+            self._set_grads(raw, order, sources, shared, spec, w)
+            out = {f"loss/{n}": float(losses[n]) for n in order}
+            out["loss/total"] = float(total)
+            return out
+        # Built from unscaled gradients (or, for compatibility, from the scaled ones).
+        basis = raw if self.amp_compat_scaled_alignment else plain
+        pert_sh, pert_sp = self._perturbations(basis, order, sources, dev)
+        moved = self._stage2(fns, order, shared, spec, params, pert_sh, pert_sp, ctx)
+        self._set_grads(moved, order, sources, shared, spec, w)
+        return self._diagnostics(plain, norm_sh, norm_sp, pert_sh, pert_sp, order, sources, losses, total, dev)
+
+    def _layout(
+        self, objectives: Objectives, params: Sequence[torch.nn.Parameter]
+    ) -> tuple[list[str], list[str], list[torch.nn.Parameter], dict[str, list[torch.nn.Parameter]]]:
+        """(objective order: target first; the sources; θ_sh; objective -> its θ_i)."""
         fns = objectives.closures
         if self.target not in fns:
             raise ValueError(
@@ -238,42 +266,33 @@ class PGAStrategy(GradientStrategy):
         shared = objectives.shared
         spec = {n: objectives.specific.get(n, []) for n in order}
         self._check_groups(params, shared, spec)
-        dev = params[0].device
-        if scaler is not None and not scaler.is_enabled():
-            scaler = None
-        scale = float(scaler.get_scale()) if scaler is not None else 1.0
-        inv = 1.0 / scale
+        return order, sources, shared, spec
 
-        # Stage 1: plain gradients at θ (as computed: loss-scaled with a GradScaler).
-        raw = {n: self._grads(fns[n], shared, spec[n], scaler) for n in order}
-        if scaler is not None:
-            plain = {
-                n: _Grads(r.loss, [t * inv for t in r.shared], [t * inv for t in r.specific])
-                for n, r in raw.items()
-            }
-        else:
-            plain = raw
-        norm_sh = {n: _norm(plain[n].shared, dev) for n in order}
-        norm_sp = {n: _norm(plain[n].specific, dev) for n in order}
-        w = {n: float(weights.get(n, 1.0)) for n in order}
-        losses = {n: plain[n].loss.float() for n in order}
-        total = w[self.target] * losses[self.target] + self.tradeoff * sum(
-            (w[n] * losses[n] for n in sources), torch.zeros((), device=dev)
-        )
+    def _stage1(
+        self,
+        fns: Mapping[str, ObjectiveFn],
+        order: Sequence[str],
+        shared: Sequence[torch.nn.Parameter],
+        spec: Mapping[str, Sequence[torch.nn.Parameter]],
+        ctx: StepContext,
+    ) -> tuple[dict[str, _Grads], dict[str, _Grads]]:
+        """Plain gradients at θ, averaged across processes: (as computed, i.e. loss-scaled;
+        unscaled). K + 1 passes, target first."""
+        raw = {n: self._grads(fns[n], shared, spec[n], ctx) for n in order}
+        _average(raw, order, ctx)
+        if ctx.loss_scale == 1.0:
+            return raw, raw
+        inv = 1.0 / ctx.loss_scale
+        plain = {
+            n: _Grads(r.loss, [t * inv for t in r.shared], [t * inv for t in r.specific])
+            for n, r in raw.items()
+        }
+        return raw, plain
 
-        finite = bool(torch.isfinite(torch.stack([*norm_sh.values(), *norm_sp.values()])).all())
-        if scaler is not None and not finite:
-            # Overflow at this loss scale: no perturbation can be built. Hand the (non-finite)
-            # plain gradients to the scaler, which skips the step and lowers the scale.
-            self._set_grads(raw, order, sources, shared, spec, w)
-            scaler.step(optimizer)
-            scaler.update()
-            out = {f"loss/{n}": float(losses[n]) for n in order}
-            out.update({"loss/total": float(total), "amp/skipped": 1.0, "amp/scale": scale})
-            return out
-
-        # Perturbations, built from unscaled gradients (or, for compatibility, scaled ones).
-        basis = raw if self.amp_compat_scaled_alignment else plain
+    def _perturbations(
+        self, basis: Mapping[str, _Grads], order: Sequence[str], sources: Sequence[str], dev: torch.device
+    ) -> tuple[dict[str, list[Tensor]], dict[str, list[Tensor]]]:
+        """Each objective's perturbation ``e_i`` of θ_sh and of its own θ_i (module docstring)."""
         b_sh = {n: _norm(basis[n].shared, dev) for n in order}
         b_sp = {n: _norm(basis[n].specific, dev) for n in order}
         pert_sh: dict[str, list[Tensor]] = {}
@@ -291,39 +310,43 @@ class PGAStrategy(GradientStrategy):
                 ]
             pert_sh[n] = terms
             pert_sp[n] = [self.radius * h / (b_sp[n] + self.eps) for h in basis[n].specific]
+        return pert_sh, pert_sp
 
-        # Stage 2: each objective's gradient at its own perturbed point (or exactly, by HVP).
+    def _stage2(
+        self,
+        fns: Mapping[str, ObjectiveFn],
+        order: Sequence[str],
+        shared: Sequence[torch.nn.Parameter],
+        spec: Mapping[str, Sequence[torch.nn.Parameter]],
+        params: Sequence[torch.nn.Parameter],
+        pert_sh: Mapping[str, list[Tensor]],
+        pert_sp: Mapping[str, list[Tensor]],
+        ctx: StepContext,
+    ) -> dict[str, _Grads]:
+        """Each objective's gradient at its own perturbed point, θ restored exactly after each
+        (or ``g + H e`` by Hessian-vector products when ``exact``); averaged across processes."""
+        moved: dict[str, _Grads] = {}
         if self.exact:
-            moved = {
-                n: self._hvp_grads(fns[n], shared, spec[n], scaler, [*pert_sh[n], *pert_sp[n]])
-                for n in order
-            }
+            for n in order:
+                moved[n] = self._hvp_grads(fns[n], shared, spec[n], ctx, [*pert_sh[n], *pert_sp[n]])
         else:
-            moved = {}
             saved = {id(p): p.detach().clone() for p in params}
             try:
                 for n in order:
+                    ps = [*shared, *spec[n]]
                     with torch.no_grad():
-                        for p, e in zip([*shared, *spec[n]], [*pert_sh[n], *pert_sp[n]], strict=True):
+                        for p, e in zip(ps, [*pert_sh[n], *pert_sp[n]], strict=True):
                             p.add_(e.to(p.dtype))
-                    moved[n] = self._grads(fns[n], shared, spec[n], scaler)
+                    moved[n] = self._grads(fns[n], shared, spec[n], ctx)
                     with torch.no_grad():
-                        for p in [*shared, *spec[n]]:
+                        for p in ps:
                             p.copy_(saved[id(p)])
             finally:
                 with torch.no_grad():
                     for p in params:
                         p.copy_(saved[id(p)])
-
-        self._set_grads(moved, order, sources, shared, spec, w)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        return self._diagnostics(
-            plain, norm_sh, norm_sp, pert_sh, pert_sp, order, sources, losses, total, scale, scaler, dev
-        )
+        _average(moved, order, ctx)
+        return moved
 
     def _set_grads(
         self,
@@ -357,8 +380,6 @@ class PGAStrategy(GradientStrategy):
         sources: Sequence[str],
         losses: Mapping[str, Tensor],
         total: Tensor,
-        scale: float,
-        scaler: torch.amp.GradScaler | None,
         dev: torch.device,
     ) -> dict[str, float]:
         t = self.target
@@ -383,8 +404,4 @@ class PGAStrategy(GradientStrategy):
             ]
         keys.append("loss/total")
         vals.append(total)
-        out = dict(zip(keys, torch.stack([v.float().reshape(()) for v in vals]).tolist(), strict=True))
-        if scaler is not None:
-            out["amp/scale"] = scale
-            out["amp/skipped"] = 0.0
-        return out
+        return dict(zip(keys, torch.stack([v.float().reshape(()) for v in vals]).tolist(), strict=True))

@@ -1,37 +1,29 @@
-"""The plain weighted sum: ``grad = ∇ Σ_i w_i L_i`` (one backward pass)."""
+"""The plain weighted sum: ``grad = ∇ Σ_i w_i L_i`` (one forward, one backward pass)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from vlda.gradients.base import Closure, GradientStrategy, Objectives
+from vlda.gradients.base import GradientStrategy, Objectives, StepContext, loss_diagnostics
+from vlda.gradients.comm import filled
 
 
 class SumStrategy(GradientStrategy):
     name = "sum"
 
-    def step(
-        self,
-        closure: Closure,
-        weights: Mapping[str, float],
-        params: Sequence[torch.nn.Parameter],
-        optimizer: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler | None = None,
-        *,
-        objectives: Objectives | None = None,
+    def compute(
+        self, objectives: Objectives, params: Sequence[torch.nn.Parameter], ctx: StepContext
     ) -> dict[str, float]:
-        optimizer.zero_grad(set_to_none=True)
-        losses = closure()
-        total = sum(weights.get(name, 1.0) * loss for name, loss in losses.items())
-        if scaler is not None:
-            scaler.scale(total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            total.backward()
-            optimizer.step()
-        out = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
-        out["loss/total"] = float(total.detach())
-        return out
+        losses = objectives.losses()
+        zero = torch.zeros((), device=params[0].device) if params else torch.zeros(())
+        total = sum((objectives.weight(n) * loss for n, loss in losses.items()), zero)
+        if total.requires_grad:
+            ctx.scale(total).backward()
+        if ctx.comm.world_size > 1:
+            grads = filled([p.grad for p in params], params)
+            ctx.comm.average(grads)
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+        return loss_diagnostics(losses, objectives)

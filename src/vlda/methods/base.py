@@ -1,14 +1,20 @@
-"""What a method is: trainable parts, named objectives for a batch, and a prediction.
+"""What a method is: its declared facts, trainable parts, named objectives and a prediction.
 
 A method never owns the loop (DESIGN.md). The engine gives it a source batch and a target
-batch, asks for its named objectives (``{"source_ce": ..., "target_pl": ...}``), lets the
-gradient strategy turn them into one update, and asks it to predict at evaluation time.
+batch, asks for its :class:`~vlda.gradients.base.Objectives` (named losses, parameter groups,
+loss weights and the step's metrics), lets the gradient strategy turn them into gradients,
+steps the optimizer itself, and asks the method to predict at evaluation time. Everything the
+engine may ask of a method is declared here with a default; nothing is probed by name.
 
 Batches are dicts:
     ``features``: ``[B, D]`` frozen image features (from the feature cache), or
-    ``images``: ``[B, 3, H, W]`` normalised images (the method encodes them with the frozen encoder);
+    ``images``: ``[B, 3, H, W]`` normalised images (the method encodes them);
     ``labels``: ``[B]`` (source only: the engine never hands target labels to a method);
     ``domains``: ``[B]`` index of each sample's domain in ``task.domains`` (sources first, target last).
+
+Adding a method is one file (a subclass with ``name``, ``Params`` and :meth:`Method.losses` or
+:meth:`Method.objectives`, plus :meth:`Method.logits`) and one line in
+:mod:`vlda.methods.registry`.
 """
 
 from __future__ import annotations
@@ -16,12 +22,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import TypeAdapter, ValidationError
 from torch import Tensor, nn
 
-from vlda.models.backbone import VisionLanguageBackbone
+from vlda.gradients.base import Objectives
+
+BackboneKind = Literal["vision_language", "image_classifier"]
+EncoderMode = Literal["frozen", "trained"]
 
 
 @dataclass(frozen=True)
@@ -54,34 +64,83 @@ class Task:
     def word(self, domain: str) -> str:
         return self.domain_words.get(domain, domain.replace("_", " "))
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (``task.json`` of a run)."""
+        return {
+            "classnames": list(self.classnames), "prompt_names": list(self.prompt_names),
+            "source_domains": list(self.source_domains), "target_domain": self.target_domain,
+            "domain_words": dict(self.domain_words),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Task:
+        return cls(
+            tuple(d["classnames"]), tuple(d["prompt_names"]), tuple(d["source_domains"]),
+            str(d["target_domain"]), dict(d.get("domain_words", {})),
+        )
+
+
+@dataclass
+class NoParams:
+    """A method without hyper-parameters."""
+
 
 class Method(nn.Module):
-    """Base class. Subclasses set ``name``, ``Params`` (a dataclass of hyper-parameters) and
-    implement :meth:`losses` and :meth:`logits`."""
+    """Base class of every method.
+
+    Declared facts (class attributes, read by the engine before anything is built):
+
+    * ``name``: the registry name; ``Params``: dataclass of hyper-parameters (``method:``
+      options of a config, converted to their declared types);
+    * ``trains``: whether it has anything to train (zero-shot: no);
+    * ``backbone_kind``: ``"vision_language"`` (CLIP-style: open_clip, hf, tiny) or
+      ``"image_classifier"`` (a timm network, the classic baselines);
+    * ``image_encoder``: ``"frozen"`` (prompt learning) or ``"trained"`` (fine-tuned);
+    * ``uses_feature_cache``: whether training and evaluation can read cached image features
+      (only meaningful with a frozen image encoder);
+    * ``artefact``: what :meth:`trainable_state_dict` holds, i.e. what ``selected.pt`` /
+      ``last.pt`` store.
+    """
 
     name: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
     trains: ClassVar[bool] = True
-    Params: ClassVar[type] = object
+    backbone_kind: ClassVar[BackboneKind] = "vision_language"
+    image_encoder: ClassVar[EncoderMode] = "frozen"
+    uses_feature_cache: ClassVar[bool] = True
+    artefact: ClassVar[str] = "the learned tensors (the frozen backbone is not saved)"
 
-    def __init__(self, backbone: VisionLanguageBackbone, task: Task, params: Any) -> None:
+    def __init__(self, backbone: nn.Module, task: Task, params: Any) -> None:
         super().__init__()
-        self.backbone = backbone.requires_grad_(False)
         self.task = task
         self.params = params
-        self.last_metrics: dict[str, float] = {}
+        self.attach_backbone(backbone)
+
+    def attach_backbone(self, backbone: nn.Module) -> None:
+        """Keep the backbone as ``self.backbone``, frozen when ``image_encoder == "frozen"``.
+        Methods that train an image network build it around the backbone here."""
+        if self.image_encoder == "frozen":
+            backbone.requires_grad_(False)
+        self.backbone = backbone
 
     # -- hyper-parameters ---------------------------------------------------------------------
     @classmethod
     def make_params(cls, values: Mapping[str, Any] | None = None) -> Any:
-        """Build ``cls.Params`` from a mapping; unknown keys are an error naming the valid ones."""
+        """Build ``cls.Params`` from a mapping, each value converted to its declared type
+        (``"5e-1"`` -> 0.5). Unknown keys and wrong types are a ``ValueError`` of one sentence."""
         values = dict(values or {})
         fields = {f.name for f in dataclasses.fields(cls.Params)}
         unknown = sorted(set(values) - fields)
         if unknown:
+            raise ValueError(f"method {cls.name!r}: unknown option(s) {unknown}; valid: {sorted(fields)}")
+        try:
+            return TypeAdapter(cls.Params).validate_python(values)
+        except ValidationError as err:
+            e = err.errors()[0]
+            key = ".".join(str(p) for p in e["loc"])
             raise ValueError(
-                f"method {cls.name!r}: unknown option(s) {unknown}; valid: {sorted(fields)}"
-            )
-        return cls.Params(**values)
+                f"method.{key} = {e.get('input')!r} is not valid for {cls.name!r}: {e['msg']}"
+            ) from None
 
     # -- features -----------------------------------------------------------------------------
     def image_features(self, batch: Mapping[str, Tensor]) -> Tensor:
@@ -93,17 +152,49 @@ class Method(nn.Module):
                 feats = self.backbone.encode_image(batch["images"])
         return nn.functional.normalize(feats.float(), dim=-1)
 
-    # -- the contract -------------------------------------------------------------------------
+    # -- the training contract ----------------------------------------------------------------
     def losses(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Named objectives (scalars) for one step. Weights come from :meth:`loss_weights`."""
-        raise NotImplementedError
+        """Named objectives (scalars) for one step, in one forward pass. Implement this or
+        :meth:`objectives`."""
+        return self.objectives(source, target).losses()
+
+    def objectives(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> Objectives:
+        """The step's objectives for the gradient strategy: the joint evaluation
+        (:meth:`losses`), the parameter groups (:meth:`param_groups`), the loss weights and the
+        step's metrics. Override it to give per-objective closures (PGA) or metrics."""
+        if type(self).losses is Method.losses:
+            raise NotImplementedError(f"method {self.name!r} implements neither losses() nor objectives()")
+        shared, specific = self.param_groups()
+        return Objectives(
+            lambda: self.losses(source, target), shared=shared, specific=specific,
+            weights=self.loss_weights(),
+        )
 
     def loss_weights(self) -> dict[str, float]:
         """Weight of each named objective in a plain sum (default: 1 each)."""
         return {}
 
+    def param_groups(self) -> tuple[list[nn.Parameter], dict[str, list[nn.Parameter]]]:
+        """``(shared, specific)``: the parameters every objective depends on, and objective
+        name -> the parameters only it depends on. Default: everything shared."""
+        return self.trainable_parameters(), {}
+
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """Optimizer parameter groups; each may carry an ``lr_scale`` that the engine multiplies
+        into the scheduled learning rate. Default: one group of every trainable parameter."""
+        return [{"params": self.trainable_parameters(), "lr_scale": 1.0}]
+
+    def on_train_step(self, step: int, total_steps: int) -> None:
+        """Called by the engine before each training step (0-based ``step`` of
+        ``total_steps``), for schedules that depend on progress (DANN's reversal coefficient)."""
+
+    def target_train_transform(self, transform: Any) -> Any:
+        """The target's training transform given the engine's (default: unchanged; FixMatch
+        returns a weak and a strong view)."""
+        return transform
+
     def logits(self, features: Tensor) -> Tensor:
-        """Normalised image features ``[B, D]`` -> class logits ``[B, C]`` on the target."""
+        """Image features ``[B, D]`` (from :meth:`image_features`) -> class logits ``[B, C]``."""
         raise NotImplementedError
 
     def setup(self, device: torch.device) -> None:
@@ -114,7 +205,7 @@ class Method(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def trainable_state_dict(self) -> dict[str, Tensor]:
-        """Only the learned tensors (not the frozen backbone): what checkpoints store."""
+        """The method's artefact: only the learned tensors (not the frozen backbone)."""
         return {n: p.detach().clone() for n, p in self.named_parameters() if p.requires_grad}
 
     def load_trainable_state_dict(self, state: Mapping[str, Tensor]) -> None:

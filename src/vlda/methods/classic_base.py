@@ -3,9 +3,9 @@
 Unlike the CLIP methods (frozen dual encoder, cached features), the classic methods
 (``source_only``, ``dann``, ``cdan``, ``mcc``, ``fixmatch``) fine-tune an ImageNet backbone with
 a bottleneck and a linear head (:class:`~vlda.models.classifier.ImageClassifier`). They declare
-``model_family = "classifier"``; the engine then builds an :class:`ImageBackbone` from
-``model`` (``backbone: timm``) instead of a vision-language backbone, and feeds images (the
-feature cache is off, since the features change as the network trains).
+``backbone_kind = "image_classifier"``, ``image_encoder = "trained"`` and
+``uses_feature_cache = False``; the engine then builds an :class:`ImageBackbone` from ``model``
+(``backbone: timm``) instead of a vision-language backbone, and feeds images.
 
 For the gradient strategies a classic method declares its parameter groups: the classifier
 (backbone, bottleneck, head) is ``shared`` by every objective; a domain discriminator is
@@ -22,12 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from vlda.methods.base import Method, Task
+from vlda.gradients.base import Objectives
+from vlda.methods.base import Method
 from vlda.models.classifier import ImageBackbone, ImageClassifier
 
 
@@ -44,25 +45,25 @@ class ClassifierParams:
 
 
 class ClassifierMethod(Method):
-    """Base of the classic methods. Subclasses implement :meth:`losses`."""
+    """Base of the classic methods. Subclasses implement :meth:`forward_losses`."""
 
-    model_family: ClassVar[str] = "classifier"
+    backbone_kind = "image_classifier"
+    image_encoder = "trained"
+    uses_feature_cache = False
+    artefact = "the classifier (backbone, bottleneck, head) and any extra module, with buffers"
     Params = ClassifierParams
 
-    def __init__(self, backbone: ImageBackbone, task: Task, params: ClassifierParams) -> None:
-        # Not Method.__init__: that freezes the backbone, and here the image network trains.
-        nn.Module.__init__(self)
+    def attach_backbone(self, backbone: nn.Module) -> None:
+        """Build the trained classifier around ``backbone`` (an :class:`ImageBackbone`)."""
         if not isinstance(backbone, ImageBackbone):
             raise TypeError(
                 f"method {self.name!r} trains an image classifier: it needs an ImageBackbone "
                 f"(model.backbone: timm), got {type(backbone).__name__}"
             )
-        self.task = task
-        self.params = params
-        self.last_metrics: dict[str, float] = {}
+        p = self.params
         self.model = ImageClassifier(
-            backbone, task.n_classes, params.bottleneck_dim, params.bottleneck_bn,
-            {"backbone": params.lr_backbone, "bottleneck": params.lr_bottleneck, "head": params.lr_head},
+            backbone, self.task.n_classes, p.bottleneck_dim, p.bottleneck_bn,
+            {"backbone": p.lr_backbone, "bottleneck": p.lr_bottleneck, "head": p.lr_head},
         )
         self.step_index = 0
         self.total_steps = 1
@@ -72,6 +73,21 @@ class ClassifierMethod(Method):
         return self.model.backbone
 
     # -- engine hooks -------------------------------------------------------------------------
+    def objectives(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> Objectives:
+        """One joint forward (:meth:`forward_losses`), which also fills the step's metrics."""
+        metrics: dict[str, float] = {}
+        shared, specific = self.param_groups()
+        return Objectives(
+            lambda: self.forward_losses(source, target, metrics), shared=shared,
+            specific=specific, weights=self.loss_weights(), metrics=metrics,
+        )
+
+    def forward_losses(
+        self, source: Mapping[str, Tensor], target: Mapping[str, Tensor], metrics: dict[str, float]
+    ) -> dict[str, Tensor]:
+        """Named objectives of one step (one forward pass); may add entries to ``metrics``."""
+        raise NotImplementedError
+
     def on_train_step(self, step: int, total_steps: int) -> None:
         """Called by the engine before each training step with the 0-based step index."""
         self.step_index = int(step)
@@ -82,7 +98,7 @@ class ClassifierMethod(Method):
         return {}
 
     def optimizer_groups(self) -> list[dict[str, Any]]:
-        """Optimizer parameter groups with ``lr_scale`` (the trainer multiplies it in)."""
+        """The classifier's parts and the extra modules, each with its ``lr_scale``."""
         groups = self.model.optimizer_groups()
         for name, (module, scale) in self.extra_modules().items():
             ps = [p for p in module.parameters() if p.requires_grad]
@@ -90,12 +106,9 @@ class ClassifierMethod(Method):
                 groups.append({"params": ps, "lr_scale": float(scale), "name": name})
         return groups
 
-    def param_groups(self) -> dict[str, Any]:
-        """``shared``: the classifier; ``specific``: objective -> its own modules' parameters."""
-        return {
-            "shared": [p for p in self.model.parameters() if p.requires_grad],
-            "specific": self.specific_params(),
-        }
+    def param_groups(self) -> tuple[list[nn.Parameter], dict[str, list[nn.Parameter]]]:
+        """Shared: the classifier; specific: objective -> its own modules' parameters."""
+        return [p for p in self.model.parameters() if p.requires_grad], self.specific_params()
 
     def specific_params(self) -> dict[str, list[nn.Parameter]]:
         return {}

@@ -78,12 +78,14 @@ class DANN(ClassifierMethod):
         """The adversarial loss and the discriminator's accuracy (features ``[B, K]``)."""
         return domain_adversarial_loss(self.discriminator, z_s, z_t, coeff)
 
-    def losses(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def forward_losses(
+        self, source: Mapping[str, Tensor], target: Mapping[str, Tensor], metrics: dict[str, float]
+    ) -> dict[str, Tensor]:
         n_s = len(source["images"])
         logits, z = self.forward_images(torch.cat([source["images"], target["images"]]))
         coeff = self.grl_coeff()
         transfer, acc = self.transfer_loss(z[:n_s], logits[:n_s], z[n_s:], logits[n_s:], coeff)
-        self.last_metrics = {"grl_coeff": coeff, "domain_acc": float(acc)}
+        metrics.update(grl_coeff=coeff, domain_acc=float(acc))
         return {"transfer": transfer, "source_ce": F.cross_entropy(logits[:n_s], source["labels"])}
 
     def loss_weights(self) -> dict[str, float]:

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from vlda.gradients.base import Objectives
 from vlda.methods.base import Method, Task, masked_mean
 from vlda.methods.zeroshot import resolve_templates, zero_shot_classifier
 from vlda.models.backbone import VisionLanguageBackbone
@@ -79,23 +80,34 @@ class DAPL(Method):
             conf, labels = probs.max(dim=-1)
         return labels, conf >= self.params.tau, conf
 
-    def losses(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def objectives(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> Objectives:
+        """``source_ce`` and ``target_pl`` (one joint text-encoder pass); the pseudo-labels and
+        their acceptance rate (metric ``pl_mask_rate``) are computed once, outside the pass."""
+        fs, ft = self.image_features(source), self.image_features(target)
+        labels, mask, _ = self.pseudo_labels(ft)
+        shared, specific = self.param_groups()
+        return Objectives(
+            lambda: self._losses(fs, source["labels"], source["domains"], ft, labels, mask),
+            shared=shared, specific=specific, weights=self.loss_weights(),
+            metrics={"pl_mask_rate": float(mask.float().mean())},
+        )
+
+    def _losses(
+        self, fs: Tensor, ys: Tensor, doms: Tensor, ft: Tensor, labels: Tensor, mask: Tensor
+    ) -> dict[str, Tensor]:
         text = self.text_features(range(len(self.task.domains)))  # [n_domains, C, D], all prompts
         scale = self.backbone.logit_scale
-        fs, ft = self.image_features(source), self.image_features(target)
         # Each source sample is scored against its own domain's block of prompts: score every
         # block ([B, n_domains, C], cheap) and pick one, rather than gather a [B, C, D] copy of
         # the text features (whose backward is a slow accumulating scatter).
         n_dom, c, d = text.shape
         every = (fs @ text.reshape(n_dom * c, d).t()).reshape(-1, n_dom, c)
-        pick = source["domains"].reshape(-1, 1, 1).expand(-1, 1, c)
+        pick = doms.reshape(-1, 1, 1).expand(-1, 1, c)
         src_logits = scale * every.gather(1, pick).squeeze(1)
         tgt_logits = scale * ft @ text[-1].t()
-        labels, mask, _ = self.pseudo_labels(ft)
         ce_t = F.cross_entropy(tgt_logits, labels, reduction="none")
-        self.last_metrics = {"pl_mask_rate": float(mask.float().mean())}
         return {
-            "source_ce": F.cross_entropy(src_logits, source["labels"]),
+            "source_ce": F.cross_entropy(src_logits, ys),
             "target_pl": masked_mean(ce_t, mask),
         }
 

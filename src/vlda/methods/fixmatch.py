@@ -56,7 +56,9 @@ class FixMatch(ClassifierMethod):
         )
         return PairTransform(weak, strong)
 
-    def losses(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def forward_losses(
+        self, source: Mapping[str, Tensor], target: Mapping[str, Tensor], metrics: dict[str, float]
+    ) -> dict[str, Tensor]:
         images = target["images"]
         weak, strong = (images[:, 0], images[:, 1]) if images.dim() == 5 else (images, images)
         with torch.no_grad():
@@ -66,7 +68,7 @@ class FixMatch(ClassifierMethod):
         n_s = len(source["images"])
         logits, _ = self.forward_images(torch.cat([source["images"], strong]))
         ce_t = F.cross_entropy(logits[n_s:], pseudo, reduction="none")
-        self.last_metrics = {"pl_mask_rate": float(mask.mean())}
+        metrics["pl_mask_rate"] = float(mask.mean())
         return {
             "target_pl": (ce_t * mask).mean(),
             "source_ce": F.cross_entropy(logits[:n_s], source["labels"]),

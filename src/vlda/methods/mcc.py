@@ -49,7 +49,9 @@ class MCC(ClassifierMethod):
     name = "mcc"
     Params = MCCParams
 
-    def losses(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def forward_losses(
+        self, source: Mapping[str, Tensor], target: Mapping[str, Tensor], metrics: dict[str, float]
+    ) -> dict[str, Tensor]:
         n_s = len(source["images"])
         logits, _ = self.forward_images(torch.cat([source["images"], target["images"]]))
         return {

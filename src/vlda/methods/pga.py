@@ -42,12 +42,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
 
+from vlda.gradients.base import Objectives
 from vlda.methods.base import Method, Task, masked_mean
 from vlda.methods.zeroshot import resolve_templates, zero_shot_classifier
 from vlda.models.backbone import VisionLanguageBackbone
@@ -133,8 +133,8 @@ class PGA(Method):
     def target_index(self) -> int:
         return self.n_sources
 
-    def param_groups(self) -> dict[str, Any]:
-        """``{"shared": [ctx], "specific": {objective: [its domain context]}}``."""
+    def param_groups(self) -> tuple[list[nn.Parameter], dict[str, list[nn.Parameter]]]:
+        """``([ctx], {objective: [its domain context]})``."""
         dom = self.prompt_learner.domain_ctx
         specific: dict[str, list] = {self.source_objective(i): [] for i in range(self.n_sources)}
         specific["target_pl"] = []
@@ -142,7 +142,7 @@ class PGA(Method):
             for i in range(self.n_sources):
                 specific[self.source_objective(i)] = [dom[i]]
             specific["target_pl"] = [dom[self.target_index]]
-        return {"shared": [self.prompt_learner.ctx], "specific": specific}
+        return [self.prompt_learner.ctx], specific
 
     # -- pieces -------------------------------------------------------------------------------
     def setup(self, device: torch.device) -> None:
@@ -161,19 +161,24 @@ class PGA(Method):
         return labels, conf >= self.params.tau, conf
 
     # -- the contract -------------------------------------------------------------------------
-    def objectives(
-        self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]
-    ) -> dict[str, Callable[[], Tensor]]:
+    def objectives(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> Objectives:
         """One closure per domain objective; each runs the text encoder over that domain's
-        prompts at the current parameters. Image features and pseudo-labels are computed here,
-        once per step."""
-        scale = self.backbone.logit_scale
+        prompts at the current parameters. Image features and pseudo-labels (metric
+        ``pl_mask_rate``) are computed here, once per step."""
         fs, ft = self.image_features(source), self.image_features(target)
-        ys = source["labels"]
         labels, mask, _ = self.pseudo_labels(ft)
-        self.last_metrics = {"pl_mask_rate": float(mask.float().mean())}
+        closures = self._closures(fs, source["labels"], source.get("domains"), ft, labels, mask)
+        shared, specific = self.param_groups()
+        return Objectives(
+            closures=lambda: closures, shared=shared, specific=specific,
+            weights=self.loss_weights(), metrics={"pl_mask_rate": float(mask.float().mean())},
+        )
+
+    def _closures(
+        self, fs: Tensor, ys: Tensor, doms: Tensor | None, ft: Tensor, labels: Tensor, mask: Tensor
+    ) -> dict[str, Callable[[], Tensor]]:
+        scale = self.backbone.logit_scale
         out: dict[str, Callable[[], Tensor]] = {}
-        doms = source.get("domains")
         for i in range(self.n_sources):
             if self.multi_source and doms is not None:
                 sel = (doms == i).nonzero().squeeze(1)
@@ -196,9 +201,6 @@ class PGA(Method):
 
         out["target_pl"] = target_loss
         return out
-
-    def losses(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return {name: fn() for name, fn in self.objectives(source, target).items()}
 
     def logits(self, features: Tensor) -> Tensor:
         scale = self.backbone.logit_scale

@@ -25,6 +25,8 @@ class SourceOnly(ClassifierMethod):
     name = "source_only"
     Params = SourceOnlyParams
 
-    def losses(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def forward_losses(
+        self, source: Mapping[str, Tensor], target: Mapping[str, Tensor], metrics: dict[str, float]
+    ) -> dict[str, Tensor]:
         logits, _ = self.forward_images(source["images"])
         return {"source_ce": F.cross_entropy(logits, source["labels"])}

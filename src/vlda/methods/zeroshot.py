@@ -56,6 +56,7 @@ class ZeroShot(Method):
 
     name = "zeroshot"
     trains = False
+    artefact = "nothing: zero-shot CLIP learns no tensors"
     Params = ZeroShotParams
 
     def __init__(self, backbone: VisionLanguageBackbone, task: Task, params: ZeroShotParams) -> None:

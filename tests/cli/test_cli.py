@@ -132,3 +132,37 @@ def test_run_length_on_the_command_line_replaces_the_files(tmp_path):
     with pytest.raises(ConfigError, match="both set"):
         load_config(both)
     assert load_config(both, ["train.steps=7"]).train.steps == 7
+
+
+def test_eval_and_predict_work_on_a_run_trained_for_epochs(tmp_path, color_data, capsys):
+    """Every shipped DAPL/PGA config sets train.epochs; its saved config.json must load back."""
+    cfg = write_config(tmp_path, color_data)
+    assert main(["train", "-c", str(cfg), "-q", "train.epochs=1"]) == 0
+    run = tmp_path / "run"
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"]["epochs"] == 1 and saved["train"]["steps"] is None
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "-q"]) == 0
+    assert "target/acc" in json.loads(capsys.readouterr().out)
+    assert main(["predict", "--run", str(run), "--images", str(color_data / "tgt"),
+                 "--out", str(tmp_path / "p.csv")]) == 0
+
+
+def test_eval_and_cache_build_no_trainer(tmp_path, color_data, monkeypatch, capsys):
+    cfg = write_config(tmp_path, color_data)
+    assert main(["train", "-c", str(cfg), "-q"]) == 0
+    from vlda.engine import experiment
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a trainer or a training stream was built")
+
+    monkeypatch.setattr(experiment, "Trainer", refuse)
+    monkeypatch.setattr(experiment, "TrainStream", refuse)
+    monkeypatch.setattr("tempfile.TemporaryDirectory", refuse)
+    capsys.readouterr()
+    assert main(["eval", "--run", str(tmp_path / "run"), "-q"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert res["target/acc"] == pytest.approx(summary["results"]["selected"]["target_acc"])
+    assert res["splits"] == summary["splits"]
+    assert main(["cache", "-c", str(cfg), "-q"]) == 0

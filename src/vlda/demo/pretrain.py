@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from vlda.data.transforms import CLIP_MEAN, CLIP_STD
 from vlda.demo.render import (
     DIGIT_WORDS,
     StyleConfig,
@@ -64,8 +65,6 @@ __all__ = [
     "train_clip",
 ]
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PREPROCESS_CFG = {"size": 32, "mean": list(CLIP_MEAN), "std": list(CLIP_STD)}
 
 DEFAULT_MODEL_CFG: dict = {

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import torch
 
+from vlda.data.transforms import CLIP_MEAN, CLIP_STD
 from vlda.models.backbone import VisionLanguageBackbone
 from vlda.models.hub import drop_root_log, offline_unless_hub_reachable, unavailable_reason
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from vlda.models.tiny import tiny_backbone
 
 BACKBONE_KINDS = ("open_clip", "hf", "tiny")
 # The paper backbones and common LAION ones (open_clip names and tags); any other open_clip
@@ -88,8 +87,6 @@ def load_backbone(spec: BackboneSpec | str, device: str | torch.device = "cpu") 
     if isinstance(spec, str):
         spec = BackboneSpec.parse(spec)
     if spec.kind == "tiny":
-        from vlda.models.tiny import tiny_backbone
-
         backbone = tiny_backbone(spec.name)
     elif spec.kind == "open_clip":
         backbone = _load_open_clip(spec)

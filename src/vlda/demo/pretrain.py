@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -54,6 +52,7 @@ from vlda.demo.render import (
     render_glyph,
     style_batch,
 )
+from vlda.files import save_torch_atomic, write_text_atomic
 
 __all__ = [
     "DEFAULT_MODEL_CFG",
@@ -346,19 +345,8 @@ def train_clip(
     return model.eval()
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, obj: dict) -> None:
-    _atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
+    write_text_atomic(json.dumps(obj, indent=1), path)
 
 
 def pretrain_demo_clip(
@@ -398,7 +386,7 @@ def pretrain_demo_clip(
     config = {"model_cfg": recipe.model_cfg, "preprocess_cfg": dict(PREPROCESS_CFG)}
     _write_json(out_dir / "open_clip_config.json", config)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write_bytes(out_dir / "weights.pt", lambda tmp: torch.save(state, tmp))
+    save_torch_atomic(state, out_dir / "weights.pt")
     meta: dict = {
         "seed": seed,
         "recipe": asdict(recipe),

@@ -23,6 +23,7 @@ from vlda.data.transforms import eval_transform, train_transform
 from vlda.engine.sampling import split_batch, stratified_holdout
 from vlda.engine.streams import Source, TrainStream
 from vlda.engine.trainer import Trainer, resolve_device
+from vlda.files import default_cache_dir
 from vlda.gradients.registry import get_strategy
 from vlda.methods.base import Method, Task
 from vlda.methods.registry import get_method
@@ -30,12 +31,6 @@ from vlda.models.backbone import VisionLanguageBackbone
 from vlda.models.loading import BackboneSpec, load_backbone
 
 log = logging.getLogger("vlda")
-
-
-def default_cache_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("VLDA_CACHE", Path.home() / ".cache" / "vlda"))
 
 
 @dataclass

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vlda.data.transforms import CLIP_MEAN, CLIP_STD
+from vlda.demo.measure import assess_model
 from vlda.demo.render import (
     DIGIT_WORDS,
     StyleConfig,
@@ -362,7 +363,7 @@ def pretrain_demo_clip(
     Writes ``open_clip_config.json`` (``{"model_cfg": ..., "preprocess_cfg": ...}``),
     ``weights.pt`` (the ``CLIP`` state dict, loadable with ``torch.load(weights_only=True)``)
     and ``meta.json`` (seed, recipe, build time, threads, and, when ``data_root`` holds the demo
-    benchmark, the quality numbers of :func:`vlda.demo.quality.assess_model`). Files are
+    benchmark, the quality numbers of :func:`vlda.demo.measure.assess_model`). Files are
     written atomically; ``weights.pt`` last but one and ``meta.json`` last.
 
     Args:
@@ -398,8 +399,6 @@ def pretrain_demo_clip(
     if budget_s is not None and train_s > budget_s:
         print(f"warning: demo CLIP pretraining took {train_s:.0f} s (budget {budget_s:.0f} s)")
     if data_root is not None:
-        from vlda.demo.quality import assess_model
-
         meta["quality"] = assess_model(model, data_root, CLIP_MEAN, CLIP_STD)
     _write_json(out_dir / "meta.json", meta)
     return out_dir

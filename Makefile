@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,tensorboard]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,tensorboard,classic]'
 	touch $(STAMP)
 
 demo: $(STAMP)

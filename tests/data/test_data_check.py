@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
+from fakes import expected_fake_counts, make_fake_benchmark
 from vlda.cli.data_cmd import register
 from vlda.data.benchmarks import get_benchmark, register_benchmark
 from vlda.data.check import check_benchmark
-from vlda.data.fake import expected_fake_counts, make_fake_benchmark
 
 
 def _variant(bid: str, per_class: int = 1, **fake_kwargs) -> str:

@@ -2,8 +2,8 @@
 
 import pytest
 
+from fakes import make_fake_folder_domains
 from vlda.data.custom import load_custom_domains
-from vlda.data.fake import make_fake_folder_domains
 
 
 def test_folder_domains_share_sorted_classes(tmp_path):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from fakes import make_fake_benchmark
 from vlda.data.dataset import BadImageError, BadImageLog, BadImageWarning, ImageDataset, collate
-from vlda.data.fake import make_fake_benchmark
 from vlda.data.readers import load_domain
 from vlda.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform, train_transform
 

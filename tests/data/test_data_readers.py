@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
+from fakes import expected_fake_counts, make_fake_benchmark
 from vlda.data.benchmarks import get_benchmark, list_benchmarks
-from vlda.data.fake import expected_fake_counts, make_fake_benchmark
 from vlda.data.readers import (
     load_domain,
     locate_domain,
@@ -154,7 +154,7 @@ def test_visda_tllib_lists(tmp_path):
 
 
 def _touch_images(folder, names):
-    from vlda.data.fake import fake_image_bytes
+    from fakes import fake_image_bytes
 
     folder.mkdir(parents=True, exist_ok=True)
     for i, n in enumerate(names):

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from fakes import make_fake_folder_domains
 from vlda.data.dataset import BadImageError, ImageDataset
-from vlda.data.fake import make_fake_folder_domains
 from vlda.data.feature_cache import (
     META_FILE,
     FeatureSet,

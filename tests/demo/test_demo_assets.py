@@ -152,6 +152,31 @@ def test_pretrain_tiny_files_load_and_deterministic(tmp_path: Path) -> None:
     assert "tau" in format_report(q)
 
 
+def test_quality_uses_the_library_loader_with_identical_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """load_demo_model / assess_demo_model go through vlda.models.loading.load_open_clip_dir and
+    give exactly what a plain open_clip load of the same files gives."""
+    from vlda.demo import quality
+    from vlda.demo.measure import assess_model
+
+    data = build_demo_data(tmp_path / "data", per_class=2, target_limit=20)
+    model_dir = pretrain_demo_clip(tmp_path / "m", seed=2, progress=False, recipe=tiny_recipe())
+    raw, cfg, state = _load(model_dir)
+    got, got_cfg = quality.load_demo_model(model_dir)
+    assert got_cfg == cfg and not got.training
+    assert got.state_dict().keys() == state.keys()
+    assert all(torch.equal(got.state_dict()[k], state[k]) for k in state)
+    pre = cfg["preprocess_cfg"]
+    want = assess_model(raw, data, pre["mean"], pre["std"], probe=False)
+    calls = []
+    real = quality.load_open_clip_dir
+    monkeypatch.setattr(quality, "load_open_clip_dir", lambda d: calls.append(d) or real(d))
+    q = quality.assess_demo_model(model_dir, data)
+    assert calls == [model_dir]
+    assert {k: v for k, v in q.items() if k != "probe_target"} == want
+
+
 def test_confidence_table() -> None:
     probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.55, 0.45]])
     labels = torch.tensor([0, 1, 1, 1])

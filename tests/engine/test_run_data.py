@@ -3,7 +3,7 @@
 import json
 
 from vlda.config import load_config
-from vlda.data.fake import make_fake_benchmark
+from fakes import make_fake_benchmark
 from vlda.engine.experiment import run
 from vlda.engine.run_data import load_run_data, resolve_splits
 

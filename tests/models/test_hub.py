@@ -57,3 +57,18 @@ def test_named_open_clip_weights_offline_fail_fast_with_one_sentence(no_hub, mon
         load_backbone("open_clip:RN50@openai")
     assert time.perf_counter() - start < 30  # huggingface_hub's retries alone take about 50 s
     assert "model.pretrained=/path/to/RN50.pt" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "is_path"),
+    [
+        ("ViT-B-16", False), ("openai", False), ("laion2b_s34b_b88k", False), ("resnet50", False),
+        ("imagenet", False), ("hub", False),
+        ("openai/clip-vit-base-patch16", True), ("/abs/model", True), ("./here", True),
+        (".hidden", True), ("weights.pt", True), ("w.pth", True), ("w.bin", True),
+        ("w.safetensors", True),
+    ],
+)
+def test_looks_like_path(text, is_path):
+    # One test for the CLIP loader and the timm classifier (they had twin copies).
+    assert hub.looks_like_path(text) is is_path

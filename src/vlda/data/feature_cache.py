@@ -46,8 +46,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from vlda.data.dataset import BadImageError, ImageDataset
+from vlda.data.encoder import ImageEncoder
 from vlda.data.transforms import Transform, fingerprint
-from vlda.models.backbone import VisionLanguageBackbone
 
 FORMAT_VERSION = 1
 FEATURES_FILE = "features.npy"
@@ -158,7 +158,7 @@ def _transform_id(transform: Transform | None) -> str:
 
 
 def key_parts(
-    backbone: VisionLanguageBackbone,
+    backbone: ImageEncoder,
     samples: Sequence[Sample],
     eval_tf: Transform,
     train_tf: Transform | None,
@@ -184,7 +184,7 @@ def _digest(parts: dict[str, Any]) -> str:
 
 
 def cache_key(
-    backbone: VisionLanguageBackbone,
+    backbone: ImageEncoder,
     samples: Sequence[Sample],
     eval_tf: Transform,
     train_tf: Transform | None,
@@ -260,7 +260,7 @@ def _bad_message(n_bad: int, n: int, bad_paths: list[str]) -> str:
 
 
 def _build(
-    backbone: VisionLanguageBackbone,
+    backbone: ImageEncoder,
     samples: Sequence[Sample],
     eval_transform: Transform,
     train_transform: Transform | None,
@@ -368,7 +368,7 @@ def _feature_set(
 
 
 def build_or_load_features(
-    backbone: VisionLanguageBackbone,
+    backbone: ImageEncoder,
     samples: Sequence[Sample],
     *,
     eval_transform: Transform,
@@ -384,7 +384,8 @@ def build_or_load_features(
     """The frozen image features of ``samples``, from ``cache_dir`` or computed and stored there.
 
     Args:
-        backbone: the frozen vision-language model (its ``encode_image`` is used, on its device).
+        backbone: the frozen image encoder (:class:`vlda.data.encoder.ImageEncoder`, e.g. any
+            vision-language backbone); its ``encode_image`` is used, on its device.
         samples: ``[(path, label), ...]``, ``N`` images; row ``i`` of the result is sample ``i``.
         eval_transform: makes view 0 (``(PIL image, None) -> [3, H, W]``).
         train_transform: makes views ``1..K`` (``(PIL image, numpy Generator) -> [3, H, W]``);

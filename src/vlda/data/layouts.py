@@ -106,7 +106,7 @@ class ListLayout(_Layout):
     ``path`` is the list file, ``images`` the folder the listed paths are relative to (both
     relative to the dataset folder, with ``{domain}`` / ``{split}``). If the listed files are
     not found there, the list's own folder and the dataset folder are tried. ``entry`` shows
-    how a listed path looks (used by :mod:`vlda.data.fake` and in messages; ``{class}`` marks a
+    how a listed path looks (used by the tests' fake trees and in messages; ``{class}`` marks a
     class folder). ``labels`` says where a label comes from: ``"auto"`` (the class folder in the
     path when there is one, else the number), ``"path"`` (the class folder, required: lists with
     no numbers or numbers we do not trust) or ``"column"`` (the number only).

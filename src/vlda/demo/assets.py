@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from vlda.demo.digits import build_demo_data
 from vlda.demo.pretrain import PretrainRecipe, pretrain_demo_clip
+from vlda.files import default_cache_dir
 
 __all__ = ["DEMO_VERSION", "DemoAssets", "default_cache_dir", "ensure_demo_assets"]
 
@@ -57,12 +57,6 @@ class DemoAssets:
     def meta(self) -> dict:
         """The model's ``meta.json`` (seed, recipe, build time, quality numbers)."""
         return json.loads((self.model_dir / "meta.json").read_text())
-
-
-def default_cache_dir() -> Path:
-    """``$VLDA_CACHE`` if set, else ``~/.cache/vlda``."""
-    env = os.environ.get("VLDA_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "vlda"
 
 
 def _model_complete(model_dir: Path) -> bool:

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from vlda.demo.render import SOURCE_FONTS, StyleConfig, font_dir, render_glyph, style_batch
+from vlda.files import write_text_atomic
 
 __all__ = ["DOMAINS", "IMAGE_SIZE", "build_demo_data", "handwritten_digits", "rendered_digits"]
 
@@ -129,7 +130,5 @@ def build_demo_data(
     _write_domain(root / "rendered", src, src_y)
     tgt, tgt_y = handwritten_digits(target_limit)
     _write_domain(root / "handwritten", tgt, tgt_y)
-    tmp = mpath.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, mpath)
+    write_text_atomic(json.dumps(manifest, indent=1), mpath)
     return root

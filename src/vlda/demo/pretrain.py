@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,6 +41,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from vlda.data.transforms import CLIP_MEAN, CLIP_STD
+from vlda.demo.measure import assess_model
 from vlda.demo.render import (
     DIGIT_WORDS,
     StyleConfig,
@@ -53,6 +53,7 @@ from vlda.demo.render import (
     render_glyph,
     style_batch,
 )
+from vlda.files import save_torch_atomic, write_text_atomic
 
 __all__ = [
     "DEFAULT_MODEL_CFG",
@@ -64,8 +65,6 @@ __all__ = [
     "train_clip",
 ]
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PREPROCESS_CFG = {"size": 32, "mean": list(CLIP_MEAN), "std": list(CLIP_STD)}
 
 DEFAULT_MODEL_CFG: dict = {
@@ -347,19 +346,8 @@ def train_clip(
     return model.eval()
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, obj: dict) -> None:
-    _atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
+    write_text_atomic(json.dumps(obj, indent=1), path)
 
 
 def pretrain_demo_clip(
@@ -375,7 +363,7 @@ def pretrain_demo_clip(
     Writes ``open_clip_config.json`` (``{"model_cfg": ..., "preprocess_cfg": ...}``),
     ``weights.pt`` (the ``CLIP`` state dict, loadable with ``torch.load(weights_only=True)``)
     and ``meta.json`` (seed, recipe, build time, threads, and, when ``data_root`` holds the demo
-    benchmark, the quality numbers of :func:`vlda.demo.quality.assess_model`). Files are
+    benchmark, the quality numbers of :func:`vlda.demo.measure.assess_model`). Files are
     written atomically; ``weights.pt`` last but one and ``meta.json`` last.
 
     Args:
@@ -399,7 +387,7 @@ def pretrain_demo_clip(
     config = {"model_cfg": recipe.model_cfg, "preprocess_cfg": dict(PREPROCESS_CFG)}
     _write_json(out_dir / "open_clip_config.json", config)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write_bytes(out_dir / "weights.pt", lambda tmp: torch.save(state, tmp))
+    save_torch_atomic(state, out_dir / "weights.pt")
     meta: dict = {
         "seed": seed,
         "recipe": asdict(recipe),
@@ -411,8 +399,6 @@ def pretrain_demo_clip(
     if budget_s is not None and train_s > budget_s:
         print(f"warning: demo CLIP pretraining took {train_s:.0f} s (budget {budget_s:.0f} s)")
     if data_root is not None:
-        from vlda.demo.quality import assess_model
-
         meta["quality"] = assess_model(model, data_root, CLIP_MEAN, CLIP_STD)
     _write_json(out_dir / "meta.json", meta)
     return out_dir

@@ -32,6 +32,8 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torch.nn import functional as F
 
+from vlda.data.catalog import DIGIT_WORDS
+
 __all__ = [
     "DIGIT_WORDS",
     "SOURCE_FONTS",
@@ -45,7 +47,6 @@ __all__ = [
     "style_batch",
 ]
 
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 # matplotlib's bundled fonts whose digit code points hold real digits (checked by eye); the rest
 # (cmex10, cmsy10, the STIX size/NonUni variants, *Display, LastResort) map 0-9 to other symbols.

@@ -167,7 +167,7 @@ def demo_config(method: str, data_root: Path, model_dir: Path, cache_dir: Path, 
 def run_demo(out: Path, cache_dir: Path | None = None, steps: int | None = None,
              methods: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
     from vlda.demo.assets import ensure_demo_assets
-    from vlda.engine.experiment import default_cache_dir
+    from vlda.files import default_cache_dir
 
     cache_dir = cache_dir or default_cache_dir()
     methods = methods or [*METHODS, *CLASSIC_METHODS]

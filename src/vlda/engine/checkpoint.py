@@ -2,33 +2,23 @@
 
 A checkpoint is written to a temporary file in the same directory, flushed to disk, then
 renamed over the old one (``os.replace`` is atomic on POSIX), so a run killed at any moment
-leaves either the previous checkpoint or the new one, never half a file. Loading uses
-``torch.load(weights_only=True)``: a checkpoint cannot execute code.
+leaves either the previous checkpoint or the new one, never half a file (:mod:`vlda.files`
+does the writing; ``save_atomic`` and ``write_text_atomic`` are its functions under the names
+the engine has always used). Loading uses ``torch.load(weights_only=True)``: a checkpoint
+cannot execute code.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vlda.files import save_torch_atomic as save_atomic
+from vlda.files import write_text_atomic
 
-def save_atomic(obj: Any, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["load_safe", "save_atomic", "write_text_atomic"]
 
 
 def load_safe(path: Path) -> Any:
@@ -39,11 +29,3 @@ def load_safe(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"cannot read checkpoint {path}: {err}") from err
-
-
-def write_text_atomic(text: str, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -28,12 +28,11 @@ from vlda.engine.sampling import split_batch
 from vlda.engine.sources import SourceBuilder
 from vlda.engine.streams import Source, TrainStream
 from vlda.engine.trainer import Trainer
-from vlda.files import default_cache_dir
 from vlda.gradients.registry import get_strategy
 from vlda.methods.base import Method
 from vlda.selection.validators import get_validator
 
-__all__ = ["build_trainer", "cache_features", "default_cache_dir", "evaluate_run", "run"]
+__all__ = ["build_trainer", "cache_features", "evaluate_run", "run"]
 
 log = logging.getLogger("vlda")
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vlda.models.hub import offline_unless_hub_reachable, unavailable_reason
+from vlda.models.hub import looks_like_path, offline_unless_hub_reachable, unavailable_reason
 from vlda.models.loading import WeightsNotFoundError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -81,10 +81,6 @@ class ImageBackbone(nn.Module):
         return self.model(images)
 
 
-def _looks_like_path(text: str) -> bool:
-    return "/" in text or text.startswith(".") or text.endswith((".pt", ".pth", ".bin", ".safetensors"))
-
-
 def load_image_backbone(
     name: str, pretrained: str | None = "imagenet", image_size: int | None = None
 ) -> ImageBackbone:
@@ -123,7 +119,7 @@ def load_image_backbone(
                 f"works offline)."
             ) from err
         weights_id = f"timm-hub:{model.pretrained_cfg.get('hf_hub_id') or name}"
-    elif _looks_like_path(tag):
+    elif looks_like_path(tag):
         path = Path(tag).expanduser()
         if not path.is_file():
             raise WeightsNotFoundError(

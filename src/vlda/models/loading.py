@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from vlda.data.transforms import CLIP_MEAN, CLIP_STD
 from vlda.models.backbone import VisionLanguageBackbone
-from vlda.models.hub import drop_root_log, offline_unless_hub_reachable, unavailable_reason
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from vlda.models.hub import (
+    drop_root_log,
+    looks_like_path,
+    offline_unless_hub_reachable,
+    unavailable_reason,
+)
+from vlda.models.tiny import tiny_backbone
 
 BACKBONE_KINDS = ("open_clip", "hf", "tiny")
 # The paper backbones and common LAION ones (open_clip names and tags); any other open_clip
@@ -88,8 +91,6 @@ def load_backbone(spec: BackboneSpec | str, device: str | torch.device = "cpu") 
     if isinstance(spec, str):
         spec = BackboneSpec.parse(spec)
     if spec.kind == "tiny":
-        from vlda.models.tiny import tiny_backbone
-
         backbone = tiny_backbone(spec.name)
     elif spec.kind == "open_clip":
         backbone = _load_open_clip(spec)
@@ -105,10 +106,6 @@ def _file_id(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}"
 
 
-def _looks_like_path(text: str) -> bool:
-    return os.sep in text or text.startswith(".") or text.endswith((".pt", ".pth", ".bin", ".safetensors"))
-
-
 def _load_open_clip(spec: BackboneSpec) -> VisionLanguageBackbone:
     import open_clip
 
@@ -117,7 +114,7 @@ def _load_open_clip(spec: BackboneSpec) -> VisionLanguageBackbone:
     name_path = Path(spec.name).expanduser()
     if name_path.is_dir():
         return load_open_clip_dir(name_path)
-    if _looks_like_path(spec.name):
+    if looks_like_path(spec.name):
         raise WeightsNotFoundError(
             f"Model directory {name_path} does not exist (expected a folder with "
             "open_clip_config.json and weights.pt)."
@@ -129,7 +126,7 @@ def _load_open_clip(spec: BackboneSpec) -> VisionLanguageBackbone:
         )
     pretrained = spec.pretrained
     weights_id = pretrained or "random"
-    if pretrained and _looks_like_path(pretrained):
+    if pretrained and looks_like_path(pretrained):
         path = Path(pretrained).expanduser()
         if not path.is_file():
             raise WeightsNotFoundError(
@@ -138,7 +135,7 @@ def _load_open_clip(spec: BackboneSpec) -> VisionLanguageBackbone:
             )
         weights_id = _file_id(path)
         pretrained = str(path)
-    named = bool(pretrained) and not _looks_like_path(pretrained)
+    named = bool(pretrained) and not looks_like_path(pretrained)
     hub = offline_unless_hub_reachable() if named else contextlib.nullcontext(False)
     try:
         with hub as offline, drop_root_log("Failed to download weights"):
@@ -203,7 +200,7 @@ def _load_hf(spec: BackboneSpec) -> VisionLanguageBackbone:
 
     path = Path(spec.name).expanduser()
     local = path.is_dir()
-    if not local and _looks_like_path(spec.name) and not spec.name.count("/") == 1:
+    if not local and looks_like_path(spec.name) and not spec.name.count("/") == 1:
         raise WeightsNotFoundError(f"Hugging Face model directory {path} does not exist.")
     hub = contextlib.nullcontext(False) if local else offline_unless_hub_reachable()
     try:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from vlda.data.transforms import CLIP_MEAN, CLIP_STD
 from vlda.models.backbone import VisionLanguageBackbone
-from vlda.models.loading import CLIP_MEAN, CLIP_STD
 
 TINY_VARIANTS = ("vit", "resnet", "hf")
 

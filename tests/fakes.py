@@ -1,5 +1,8 @@
 """Tiny fake benchmark trees on disk, in each benchmark's real layout, for tests.
 
+Test code only (not installed with vlda; was ``vlda.data.fake``): test modules import it as
+``from fakes import ...`` (``tests/`` is on ``sys.path`` through ``tests/conftest.py``).
+
 ``make_fake_benchmark("officehome", tmp_path)`` writes a few small PNGs per class (and the
 image lists where the layout has them, numbered in the benchmark's label order), so readers,
 ``vlda data check`` and anything built on :func:`vlda.data.readers.load_domain` can be tested

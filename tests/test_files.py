@@ -116,10 +116,10 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 def test_the_same_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     from vlda.demo import assets
-    from vlda.engine import checkpoint, experiment
+    from vlda.engine import checkpoint, sources
 
     assert assets.default_cache_dir is default_cache_dir
-    assert experiment.default_cache_dir is default_cache_dir
+    assert sources.default_cache_dir is default_cache_dir
     assert checkpoint.write_text_atomic is write_text_atomic
     assert checkpoint.save_atomic is save_torch_atomic
 

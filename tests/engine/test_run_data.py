@@ -2,8 +2,8 @@
 
 import json
 
-from vlda.config import load_config
 from fakes import make_fake_benchmark
+from vlda.config import load_config
 from vlda.engine.experiment import run
 from vlda.engine.run_data import load_run_data, resolve_splits
 
@@ -30,7 +30,7 @@ def test_transductive_benchmarks_default_to_all_images():
 
 
 def test_summary_records_the_splits(color_data, tmp_path):
-    raw = ["data.custom={root: %s, domains: {src: src, tgt: tgt}}" % color_data, "data.source=[src]",
+    raw = [f"data.custom={{root: {color_data}, domains: {{src: src, tgt: tgt}}}}", "data.source=[src]",
            "data.target=tgt", "model.backbone=tiny", "model.name=vit", "model.pretrained=null",
            f"output={tmp_path / 'zs'}", f"cache.dir={tmp_path / 'cache'}", "train.progress=false"]
     summary = run(load_config(None, raw))

@@ -127,9 +127,24 @@ class StepContext:
 
 
 class GradientStrategy:
-    """Base of the strategies: :meth:`compute` writes ``.grad`` and returns diagnostics."""
+    """Base of the strategies: :meth:`compute` writes ``.grad`` and returns diagnostics.
+
+    Declared properties, checked for every registered strategy by one parametrised test
+    (``tests/gradients/test_strategy_properties.py``), so a new strategy inherits the checks:
+
+    * ``sum_without_conflict``: the update equals the weighted sum ``Σ w_i ∇L_i`` when no two
+      objectives' gradients conflict; a strategy for which that is false names, in
+      ``sum_options``, options under which it is the weighted sum;
+    * ``scale_invariant``: multiplying every loss by ``c > 0`` multiplies the update by ``c``;
+      a strategy for which that is false names, in ``scale_invariant_options``, options under
+      which it holds.
+    """
 
     name: ClassVar[str] = ""
+    sum_without_conflict: ClassVar[bool] = True
+    sum_options: ClassVar[dict[str, Any]] = {}
+    scale_invariant: ClassVar[bool] = True
+    scale_invariant_options: ClassVar[dict[str, Any]] = {}
 
     def compute(
         self, objectives: Objectives, params: Sequence[torch.nn.Parameter], ctx: StepContext

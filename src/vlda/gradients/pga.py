@@ -125,9 +125,19 @@ class PGAStrategy(GradientStrategy):
         eps: the official ``1e-12`` added to norms and products of norms.
 
     Defaults: the official fp32 ``LA/`` Office-Home run (radius 3e-4, align 1, tradeoff 0.3).
+
+    Exceptions to the properties every strategy is tested for: PGA is not the weighted sum
+    without conflict (the gradient-norm perturbation acts always; with ``radius = align = 0``
+    and ``tradeoff = 1`` it is the sum), and it is not invariant to a common scale of the
+    losses: its alignment term ``ρ_ga g / (‖g_S‖‖g_T‖)`` shrinks as ``1/c`` when the losses
+    grow by ``c`` (with ``align = 0`` it is invariant: the radius term is normalised).
     """
 
     name = "pga"
+    sum_without_conflict = False
+    sum_options = {"radius": 0.0, "align": 0.0, "tradeoff": 1.0}
+    scale_invariant = False
+    scale_invariant_options = {"align": 0.0}
 
     def __init__(
         self,

@@ -202,6 +202,7 @@ class Method(nn.Module):
 
     # -- state --------------------------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimizer steps (``requires_grad``), in module order."""
         return [p for p in self.parameters() if p.requires_grad]
 
     def trainable_state_dict(self) -> dict[str, Tensor]:
@@ -209,6 +210,8 @@ class Method(nn.Module):
         return {n: p.detach().clone() for n, p in self.named_parameters() if p.requires_grad}
 
     def load_trainable_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Load :meth:`trainable_state_dict`; a missing, extra or mis-shaped tensor is a
+        ``ValueError`` naming it."""
         own = dict(self.named_parameters())
         expected = {n for n, p in own.items() if p.requires_grad}
         if set(state) != expected:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,7 +92,7 @@ def list_class_dirs(directory: Path) -> list[str]:
 
 def walk_images(directory: Path) -> list[Path]:
     """All image files under ``directory`` (recursively, hidden entries skipped), sorted."""
-    found = []
+    found: list[str] = []
     for top, dirs, files in os.walk(directory, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
         found.extend(os.path.join(top, f) for f in sorted(files) if is_image_file(f))
@@ -329,7 +329,7 @@ def _find_part(
             found = resolve_relpath(base, layout.path.format(domain=ddir, split=spelling))
             if found is None or not (found.is_dir() if want_dir else found.is_file()):
                 continue
-            if want_dir:
+            if isinstance(layout, FolderLayout):
                 return SourcePart(part, found)
             roots = []
             if layout.images:
@@ -348,7 +348,7 @@ def locate_domain(
     ``root`` may be the dataset folder itself or a folder holding it under one of its usual
     names. Raises ``FileNotFoundError`` with one sentence saying what was expected where.
     """
-    b = get_benchmark(benchmark)
+    b = benchmark if isinstance(benchmark, Benchmark) else get_benchmark(benchmark)
     domain = b.resolve_domain(domain)
     root = Path(os.path.abspath(os.path.expanduser(root)))
     bases = _dataset_bases(b, root)
@@ -356,8 +356,9 @@ def locate_domain(
     for base in bases:
         for layout in layouts:
             parts = [_find_part(b, layout, base, domain, p) for p in layout.parts(split)]
-            if parts and all(p is not None for p in parts):
-                return DomainSource(b, domain, split, base, layout, parts)
+            found = [p for p in parts if p is not None]
+            if parts and len(found) == len(parts):
+                return DomainSource(b, domain, split, base, layout, found)
     ddir = b.domain_dirs[domain][0]
     expected = " or ".join(
         f"{root}{os.sep}{lay.describe(ddir, lay.parts(split)[0])} ({lay.origin})" for lay in layouts
@@ -405,7 +406,7 @@ def read_source(src: DomainSource, strict: bool = True) -> SourceRead:
                 for p in walk_images(part.path / folder):
                     add(p, label)
         else:
-            _read_list_part(src, part, matcher, add, out, strict)
+            _read_list_part(src, src.layout, part, matcher, add, out, strict)
     out.listed = len(out.samples)
     if b.known_broken:
         kept = []
@@ -420,9 +421,15 @@ def read_source(src: DomainSource, strict: bool = True) -> SourceRead:
 
 
 def _read_list_part(
-    src: DomainSource, part: SourcePart, matcher: ClassMatcher, add, out, strict: bool
+    src: DomainSource,
+    layout: ListLayout,
+    part: SourcePart,
+    matcher: ClassMatcher,
+    add: Callable[[Path, int], None],
+    out: SourceRead,
+    strict: bool,
 ) -> None:
-    layout: ListLayout = src.layout  # type: ignore[assignment]
+    """Read one list file of ``src`` (whose layout is ``layout``) into ``out`` through ``add``."""
     b = src.benchmark
     remap = b.label_remap.get(src.domain, {})
     entries = parse_image_list(part.path)
@@ -469,7 +476,7 @@ def load_domain(
     ``real_world``). Labels follow ``benchmark.classnames``. A missing root or domain raises
     ``FileNotFoundError`` saying what was expected where; an empty domain ``ValueError``.
     """
-    b = get_benchmark(benchmark)
+    b = benchmark if isinstance(benchmark, Benchmark) else get_benchmark(benchmark)
     domain = b.resolve_domain(domain)
     if split not in b.splits[domain]:
         raise ValueError(

@@ -13,9 +13,13 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from open_clip.tokenizer import SimpleTokenizer
 
 SOT_TOKEN = 49406
 EOT_TOKEN = 49407
@@ -109,7 +113,7 @@ def eot_positions(tokens: Tensor) -> Tensor:
     return is_eot.int().argmax(dim=1)
 
 
-_TOKENIZERS: dict[int, object] = {}
+_TOKENIZERS: dict[int, SimpleTokenizer] = {}
 
 
 def clip_tokenize(texts: Sequence[str], context_length: int = 77) -> Tensor:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from vlda.models.backbone import VisionLanguageBackbone
+
+if TYPE_CHECKING:
+    from transformers import CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
 
 class HFClipBackbone(VisionLanguageBackbone):
@@ -18,16 +23,21 @@ class HFClipBackbone(VisionLanguageBackbone):
     trap: offline, ``CLIPTokenizer.from_pretrained`` can return a 2-token stub without raising.
     """
 
+    model: CLIPModel
+
     def __init__(
         self,
-        model: nn.Module,
+        model: CLIPModel,
         name: str,
         weights_id: str,
-        mean: tuple[float, float, float],
-        std: tuple[float, float, float],
+        mean: Sequence[float],
+        std: Sequence[float],
     ) -> None:
         super().__init__()
-        text_cfg = model.config.text_config
+        # transformers types the sub-configs as ``dict | config | None`` (what CLIPConfig accepts);
+        # on a built CLIPModel they are always the config objects.
+        text_cfg = cast("CLIPTextConfig", model.config.text_config)
+        vision_cfg = cast("CLIPVisionConfig", model.config.vision_config)
         if text_cfg.vocab_size != 49408:
             raise ValueError(
                 f"{name}: text vocabulary of size {text_cfg.vocab_size}; only CLIP's 49,408-token "
@@ -36,12 +46,15 @@ class HFClipBackbone(VisionLanguageBackbone):
         self.model = model.eval().requires_grad_(False)
         self.name = name
         self.weights_id = weights_id
-        self.image_size = int(model.config.vision_config.image_size)
-        self.mean = tuple(mean)
-        self.std = tuple(std)
+        # CLIP's square input size, one int (transformers also allows a pair for other models).
+        self.image_size = int(vision_cfg.image_size)  # type: ignore[arg-type]
+        # Per-channel values (three); a list (e.g. from a JSON config) is stored as a tuple.
+        self.mean = cast("tuple[float, float, float]", tuple(mean))
+        self.std = cast("tuple[float, float, float]", tuple(std))
         self.text_width = int(text_cfg.hidden_size)
         self.context_length = int(text_cfg.max_position_embeddings)
-        self.embed_dim = int(model.config.projection_dim)
+        # Typed Optional in transformers, but a CLIPModel always has a projection (default 512).
+        self.embed_dim = int(model.config.projection_dim)  # type: ignore[arg-type]
         params = inspect.signature(model.text_model.encoder.forward).parameters
         self._legacy_causal_arg = "causal_attention_mask" in params
 

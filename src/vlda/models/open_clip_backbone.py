@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
+
 import torch
 from torch import Tensor, nn
 
 from vlda.models.backbone import VisionLanguageBackbone
+
+if TYPE_CHECKING:
+    from open_clip.model import CLIP
 
 
 class OpenClipBackbone(VisionLanguageBackbone):
@@ -15,14 +21,16 @@ class OpenClipBackbone(VisionLanguageBackbone):
     text encoder is not causal, so neither prompt placement nor the EOT cut applies.
     """
 
+    model: CLIP
+
     def __init__(
         self,
         model: nn.Module,
         name: str,
         weights_id: str,
         image_size: int,
-        mean: tuple[float, float, float],
-        std: tuple[float, float, float],
+        mean: Sequence[float],
+        std: Sequence[float],
     ) -> None:
         super().__init__()
         if not hasattr(model, "transformer") or not hasattr(model, "token_embedding"):
@@ -30,15 +38,17 @@ class OpenClipBackbone(VisionLanguageBackbone):
                 f"{name}: only open_clip models with CLIP's own text transformer are supported "
                 "(CustomTextCLIP models with a Hugging Face text tower are not)"
             )
-        self.model = model.eval().requires_grad_(False)
+        # Checked above: a CLIP with its own causal text transformer.
+        self.model = cast("CLIP", model.eval().requires_grad_(False))
         self.name = name
         self.weights_id = weights_id
         self.image_size = int(image_size)
-        self.mean = tuple(mean)
-        self.std = tuple(std)
-        self.text_width = model.token_embedding.weight.shape[1]
-        self.context_length = int(model.context_length)
-        proj = model.text_projection
+        # Per-channel values (three); a list (e.g. from a JSON config) is stored as a tuple.
+        self.mean = cast("tuple[float, float, float]", tuple(mean))
+        self.std = cast("tuple[float, float, float]", tuple(std))
+        self.text_width = self.model.token_embedding.weight.shape[1]
+        self.context_length = int(self.model.context_length)
+        proj = self.model.text_projection
         if proj is None:
             self.embed_dim = self.text_width
         elif isinstance(proj, nn.Linear):

@@ -66,6 +66,11 @@ class PromptLearner(nn.Module):
     Shapes: ``ctx`` ``[M1, W]`` or ``[C, M1, W]``; ``domain_ctx[d]`` ``[M2, W]`` for each domain.
     """
 
+    # Fixed token embeddings and EOT positions of every (domain, class) prompt (buffers).
+    token_prefix: Tensor  # [n_domains, C, 1, W]
+    token_suffix: Tensor  # [n_domains, C, S, W]
+    eot_index: Tensor  # [n_domains, C]
+
     def __init__(
         self,
         backbone: VisionLanguageBackbone,

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypeGuard, cast
 
 import torch
 from torch import Tensor, nn
@@ -47,8 +48,11 @@ from torch.nn import functional as F
 from vlda.models.backbone import VisionLanguageBackbone
 from vlda.models.prompt_learner import PromptLearner
 
+if TYPE_CHECKING:
+    from vlda.models.open_clip_backbone import OpenClipBackbone
 
-def supports_shared_prefix(backbone: VisionLanguageBackbone) -> bool:
+
+def supports_shared_prefix(backbone: VisionLanguageBackbone) -> TypeGuard[OpenClipBackbone]:
     """True when the backbone's text transformer is one this module re-implements exactly."""
     from vlda.models.open_clip_backbone import OpenClipBackbone
 
@@ -120,7 +124,7 @@ def _join_heads(x: Tensor) -> Tensor:
 
 
 def encode_with_shared_prefix(
-    backbone: VisionLanguageBackbone, prefix: Tensor, suffix: Tensor, eot_index: Tensor
+    backbone: OpenClipBackbone, prefix: Tensor, suffix: Tensor, eot_index: Tensor
 ) -> Tensor:
     """Text features of prompts ``prefix[g] ‖ suffix[g, c]``.
 
@@ -206,7 +210,7 @@ def prompt_features(learner: PromptLearner, domains: Sequence[int], shared_prefi
     domains = list(domains)
     if not shared_prefix or not can_share_prefix(learner):
         return learner(domains)
-    backbone = learner.backbone[0]
+    backbone = cast("OpenClipBackbone", learner.backbone[0])  # can_share_prefix checked it
     idx = torch.as_tensor(domains, device=learner.ctx.device)
     dtype = learner.token_prefix.dtype
     n, c = len(domains), learner.n_classes

@@ -106,7 +106,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
             raise ConfigError(f"override {override!r}: {p!r} is not a section")
     node[parts[-1]] = parsed
     # The run length is set by one of the two; the one named on the command line wins.
-    sibling = {("train", "steps"): "epochs", ("train", "epochs"): "steps"}.get(tuple(parts))
+    sibling = {"train.steps": "epochs", "train.epochs": "steps"}.get(".".join(parts))
     if sibling is not None:
         node.pop(sibling, None)
 

@@ -11,7 +11,8 @@ from torch import nn
 from vlda.config import ConfigError, RunConfig
 from vlda.engine.options import method_class
 from vlda.methods.base import Method, Task
-from vlda.models.classifier import load_image_backbone
+from vlda.models.backbone import VisionLanguageBackbone
+from vlda.models.classifier import ImageBackbone, load_image_backbone
 from vlda.models.loading import BackboneSpec, load_backbone
 
 
@@ -30,7 +31,7 @@ def autocast_for(amp: str, device: torch.device) -> Callable[[], contextlib.Abst
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
-def load_run_backbone(cfg: RunConfig, device: torch.device | str = "cpu") -> nn.Module:
+def load_run_backbone(cfg: RunConfig, device: torch.device | str = "cpu") -> VisionLanguageBackbone | ImageBackbone:
     """What ``cfg.model`` names, of the kind the method declares (``backbone_kind``): a timm
     image backbone for the classic methods, a vision-language backbone for the others."""
     m = cfg.model

@@ -32,6 +32,8 @@ def lr_at(step: int, total_steps: int, base_lr: float, cfg: ScheduleConfig) -> f
     if cfg.name == "inv":
         return base_lr * (1 + cfg.gamma * (step - cfg.warmup_steps)) ** (-cfg.power)
     if cfg.name == "dassl_per_iter_cosine":
+        if not cfg.period:
+            raise ValueError("schedule dassl_per_iter_cosine needs `period` (the official MAX_EPOCH)")
         t = step - cfg.warmup_steps
         return base_lr * (1 + math.cos(math.pi * t / cfg.period)) / 2
     span = max(total_steps - cfg.warmup_steps, 1)

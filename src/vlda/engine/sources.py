@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -21,6 +20,8 @@ from vlda.data.transforms import eval_transform, train_transform
 from vlda.engine.sampling import stratified_holdout
 from vlda.engine.streams import Source
 from vlda.files import default_cache_dir
+from vlda.models.backbone import VisionLanguageBackbone
+from vlda.models.classifier import ImageBackbone
 
 
 def feature_cache_dir(cfg: RunConfig) -> Path:
@@ -32,7 +33,7 @@ class SourceBuilder:
     """Makes :class:`Source` views of domains for one run (shared settings)."""
 
     cfg: RunConfig
-    backbone: Any
+    backbone: VisionLanguageBackbone | ImageBackbone
     cached: bool
     bad_log: BadImageLog
     progress: bool = True
@@ -43,6 +44,8 @@ class SourceBuilder:
         ev = eval_transform(b.image_size, b.mean, b.std)
         tr = train_transform(b.image_size, b.mean, b.std, scale=(cfg.augment.scale_min, 1.0), flip=cfg.augment.flip)
         if self.cached:
+            if not isinstance(b, VisionLanguageBackbone):
+                raise TypeError("the feature cache needs a vision-language backbone")
             fs = build_or_load_features(
                 b, domain.samples, eval_transform=ev, train_transform=tr, n_views=n_views,
                 cache_dir=feature_cache_dir(cfg), progress=self.progress,

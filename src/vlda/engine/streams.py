@@ -36,11 +36,27 @@ class Source:
     features: FeatureSet | None = None
     dataset: ImageDataset | None = None
 
+    def __post_init__(self) -> None:
+        if (self.features is None) == (self.dataset is None):
+            raise ValueError("a Source holds either cached features or an image dataset")
+
+    @property
+    def feature_set(self) -> FeatureSet:
+        if self.features is None:
+            raise TypeError("this source reads images, not cached features")
+        return self.features
+
+    @property
+    def image_dataset(self) -> ImageDataset:
+        if self.dataset is None:
+            raise TypeError("this source reads cached features, not images")
+        return self.dataset
+
     @property
     def labels(self) -> torch.Tensor:
         if self.features is not None:
             return self.features.labels
-        return torch.tensor([label for _, label in self.dataset.samples])
+        return torch.tensor([label for _, label in self.image_dataset.samples])
 
 
 class TrainStream:
@@ -76,11 +92,12 @@ class TrainStream:
     def _cached_batch(self, step: int) -> dict[str, torch.Tensor]:
         feats, labels, domains = [], [], []
         for src, idx, seeds in self._draw(step):
-            k = src.features.n_views
+            fs = src.feature_set
+            k = fs.n_views
             views = torch.from_numpy(seeds % k + 1) if k > 0 else 0
             index = torch.from_numpy(idx)
-            feats.append(src.features.gather(index, views))
-            labels.append(src.features.labels[index])
+            feats.append(fs.gather(index, views))
+            labels.append(fs.labels[index])
             domains.append(torch.full((len(idx),), src.domain_index, dtype=torch.long))
         batch = {"features": torch.cat(feats), "domains": torch.cat(domains)}
         if self.with_labels:
@@ -102,7 +119,7 @@ class TrainStream:
             loaders.append(
                 iter(
                     DataLoader(
-                        src.dataset, batch_sampler=keys, collate_fn=collate,
+                        src.image_dataset, batch_sampler=keys, collate_fn=collate,
                         num_workers=self.num_workers, persistent_workers=False,
                         generator=_own_generator(),
                     )
@@ -150,7 +167,7 @@ def eval_batches(
         return
     chunks = [pool[i : i + batch_size].tolist() for i in range(0, len(pool), batch_size)]
     loader = DataLoader(
-        source.dataset, batch_sampler=chunks, collate_fn=collate, num_workers=num_workers,
+        source.image_dataset, batch_sampler=chunks, collate_fn=collate, num_workers=num_workers,
         generator=_own_generator(),
     )
     for part in loader:

@@ -90,7 +90,7 @@ class Objectives:
                 assert joint is not None
                 with self.run_in():
                     names = list(joint())
-                raw = {n: (lambda n=n: joint()[n]) for n in names}
+                raw = {n: _pick(joint, n) for n in names}
             self._closures = {n: self._wrap(fn) for n, fn in raw.items()}
         return self._closures
 
@@ -107,6 +107,11 @@ class Objectives:
     def params_of(self, name: str) -> list[torch.nn.Parameter]:
         """Shared parameters followed by ``name``'s specific ones."""
         return [*self.shared, *self.specific.get(name, [])]
+
+
+def _pick(joint: JointFn, name: str) -> ObjectiveFn:
+    """One objective of a joint evaluation (the others are computed and dropped)."""
+    return lambda: joint()[name]
 
 
 @dataclass

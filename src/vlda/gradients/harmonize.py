@@ -287,7 +287,7 @@ class HarmonizingStrategy(GradientStrategy):
         lw = [objectives.weight(n) for n in chosen]
         terms = [w * losses[n] for w, n in zip(lw, chosen, strict=True)]
         if rest:
-            terms.append(sum(objectives.weight(n) * losses[n] for n in rest))
+            terms.append(torch.stack([objectives.weight(n) * losses[n] for n in rest]).sum())
         grads = self._term_grads(terms, params, ctx)
         n = len(chosen)
         gram_ = _gram_of(grads[:n], index) / (ctx.loss_scale * ctx.loss_scale)

@@ -193,11 +193,10 @@ class PGAStrategy(GradientStrategy):
         loss = fn()
         ps = [*shared, *specific]
         out = ctx.scale(loss)
-        if out.requires_grad:
-            grads = torch.autograd.grad(out, ps, allow_unused=True)
-        else:
-            grads = (None,) * len(ps)
-        grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, ps, strict=True)]
+        raw: Sequence[Tensor | None] = (
+            torch.autograd.grad(out, ps, allow_unused=True) if out.requires_grad else [None] * len(ps)
+        )
+        grads = [torch.zeros_like(p) if g is None else g for g, p in zip(raw, ps, strict=True)]
         return _Grads(loss.detach(), grads[: len(shared)], grads[len(shared):])
 
     @staticmethod
@@ -219,10 +218,9 @@ class PGAStrategy(GradientStrategy):
             grads = torch.autograd.grad(out, ps, create_graph=True, allow_unused=True)
             used = [(g, d) for g, d in zip(grads, direction, strict=True) if g is not None]
             dot = sum(((g * d.to(g.dtype)).sum() for g, d in used), torch.zeros((), device=loss.device))
-            if dot.requires_grad:
-                hv = torch.autograd.grad(dot, ps, allow_unused=True)
-            else:
-                hv = (None,) * len(ps)
+            hv: Sequence[Tensor | None] = (
+                torch.autograd.grad(dot, ps, allow_unused=True) if dot.requires_grad else [None] * len(ps)
+            )
         total = []
         for g, h, p in zip(grads, hv, ps, strict=True):
             t = torch.zeros_like(p) if g is None else g.detach()
@@ -369,10 +367,10 @@ class PGAStrategy(GradientStrategy):
     ) -> None:
         t = self.target
         for k, p in enumerate(shared):
-            src = None
-            for n in sources:
-                term = grads[n].shared[k] if w[n] == 1.0 else w[n] * grads[n].shared[k]
-                src = term if src is None else src + term
+            terms = [grads[n].shared[k] if w[n] == 1.0 else w[n] * grads[n].shared[k] for n in sources]
+            src = terms[0]
+            for term in terms[1:]:
+                src = src + term
             tgt = grads[t].shared[k] if w[t] == 1.0 else w[t] * grads[t].shared[k]
             p.grad = (tgt + src * self.tradeoff).to(p.dtype)
         for n in order:

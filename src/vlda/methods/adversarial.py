@@ -104,6 +104,9 @@ class RandomizedMultiLinearMap(nn.Module):
     """``T(f, g) = (f R_f) ⊙ (g R_g) / √d`` ``[B, d]`` with fixed Gaussian ``R_f [K, d]``,
     ``R_g [C, d]`` (CDAN's randomized map for large ``K·C``; buffers, saved in checkpoints)."""
 
+    rf: Tensor
+    rg: Tensor
+
     def __init__(self, features_dim: int, n_classes: int, out_dim: int = 1024) -> None:
         super().__init__()
         self.out_dim = out_dim

@@ -22,13 +22,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from pydantic import TypeAdapter, ValidationError
 from torch import Tensor, nn
 
 from vlda.gradients.base import Objectives
+from vlda.models.backbone import VisionLanguageBackbone
 
 BackboneKind = Literal["vision_language", "image_classifier"]
 EncoderMode = Literal["frozen", "trained"]
@@ -109,6 +110,7 @@ class Method(nn.Module):
     image_encoder: ClassVar[EncoderMode] = "frozen"
     uses_feature_cache: ClassVar[bool] = True
     artefact: ClassVar[str] = "the learned tensors (the frozen backbone is not saved)"
+    backbone: VisionLanguageBackbone
 
     def __init__(self, backbone: nn.Module, task: Task, params: Any) -> None:
         super().__init__()
@@ -121,7 +123,7 @@ class Method(nn.Module):
         Methods that train an image network build it around the backbone here."""
         if self.image_encoder == "frozen":
             backbone.requires_grad_(False)
-        self.backbone = backbone
+        self.backbone = cast(VisionLanguageBackbone, backbone)
 
     # -- hyper-parameters ---------------------------------------------------------------------
     @classmethod

@@ -27,58 +27,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 from vlda.gradients.base import Objectives
-from vlda.methods.base import Method, Task, masked_mean
-from vlda.methods.zeroshot import resolve_templates, zero_shot_classifier
-from vlda.models.backbone import VisionLanguageBackbone
-from vlda.models.prompt_learner import PromptConfig, PromptLearner
-from vlda.models.shared_prefix import prompt_features
+from vlda.methods.base import masked_mean
+from vlda.methods.domain_prompts import DomainPromptMethod, DomainPromptParams
 
 
 @dataclass
-class DAPLParams:
-    n_ctx: int = 16
-    n_domain_ctx: int = 16
-    class_specific: bool = False
+class DAPLParams(DomainPromptParams):
     template: str = "{classname} , a {domain} image.."
-    tau: float = 0.5
-    temperature: float = 1.0
     u: float = 1.0
-    pseudo_label_template: str = "a photo of a {}."
-    shared_prefix: bool = True  # encode [SOS][ctx][dom_d] once per domain (exact, faster)
 
 
-class DAPL(Method):
+class DAPL(DomainPromptMethod):
     name = "dapl"
     Params = DAPLParams
-
-    def __init__(self, backbone: VisionLanguageBackbone, task: Task, params: DAPLParams) -> None:
-        super().__init__(backbone, task, params)
-        if not 0.0 <= params.tau <= 1.0:
-            raise ValueError(f"dapl: tau must be in [0, 1], got {params.tau}")
-        cfg = PromptConfig(
-            n_ctx=params.n_ctx, n_domain_ctx=params.n_domain_ctx,
-            class_specific=params.class_specific, template=params.template,
-        )
-        words = [task.word(d) for d in task.domains]
-        self.prompt_learner = PromptLearner(backbone, task.prompt_names, words, cfg)
-        self.templates = resolve_templates(params.pseudo_label_template)
-        self.register_buffer("zs_weights", torch.empty(0), persistent=False)
-
-    def setup(self, device: torch.device) -> None:
-        self.zs_weights = zero_shot_classifier(self.backbone, self.task.prompt_names, self.templates)
-
-    def pseudo_labels(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Zero-shot pseudo-labels: (labels ``[B]``, mask ``[B]`` bool, max prob ``[B]``)."""
-        with torch.no_grad():
-            zs = self.backbone.logit_scale * features @ self.zs_weights.t()
-            probs = torch.softmax(zs / self.params.temperature, dim=-1)
-            conf, labels = probs.max(dim=-1)
-        return labels, conf >= self.params.tau, conf
+    params: DAPLParams
 
     def objectives(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> Objectives:
         """``source_ce`` and ``target_pl`` (one joint text-encoder pass); the pseudo-labels and
@@ -117,8 +83,8 @@ class DAPL(Method):
     def text_features(self, domains) -> Tensor:
         """``[len(domains), C, D]``; the shared-prefix path is exact, so it is only a speed-up
         (it is skipped when the learner is set not to cut at the EOT, for benchmarks)."""
-        pl = self.prompt_learner
-        return prompt_features(pl, list(domains), self.params.shared_prefix and pl.cut_at_eot)
+        cut = self.params.shared_prefix and self.prompt_learner.cut_at_eot
+        return self.domain_text_features(list(domains), cut)
 
     def logits(self, features: Tensor) -> Tensor:
         text = self.text_features([len(self.task.domains) - 1])[0]

@@ -48,43 +48,27 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vlda.gradients.base import Objectives
-from vlda.methods.base import Method, Task, masked_mean
-from vlda.methods.zeroshot import resolve_templates, zero_shot_classifier
-from vlda.models.backbone import VisionLanguageBackbone
-from vlda.models.prompt_learner import PromptConfig, PromptLearner
-from vlda.models.shared_prefix import prompt_features
+from vlda.methods.base import Task, masked_mean
+from vlda.methods.domain_prompts import DomainPromptMethod, DomainPromptParams
 
 INFERENCE_MODES = ("target", "ensemble")
 ENSEMBLE_SPACES = ("probs", "dassl_logits")
 
 
 @dataclass
-class PGAParams:
-    """Hyper-parameters of the PGA / MPGA prompt model (the update itself: ``gradients: pga``).
+class PGAParams(DomainPromptParams):
+    """Hyper-parameters of the PGA / MPGA prompt model (the update itself: ``gradients: pga``);
+    the prompt and pseudo-label ones are :class:`DomainPromptParams` (official τ 0.6; CSC True
+    for Office-Home / VisDA).
 
     Attributes:
-        n_ctx, n_domain_ctx: M1, M2 (16, 16 officially).
-        class_specific: class-specific shared context (CSC; official Office-Home/VisDA: True).
-        template: fixed text after the learned tokens, with ``{classname}`` and ``{domain}``.
-        tau, temperature: pseudo-label threshold τ and temperature T (official 0.6 / 1.0).
-        pseudo_label_template: zero-shot prompt(s) for the pseudo-labels.
         inference: ``target`` or ``ensemble``.
         ensemble_space: ``probs`` (mean probability, each prompt set once) or ``dassl_logits``.
-        shared_prefix: encode the prompts with :mod:`vlda.models.shared_prefix` (exact; open_clip
-            backbones, otherwise ignored): the prefix shared by a domain's prompts once, each
-            prompt cut at its own EOT, the last layer only at the EOT.
     """
 
-    n_ctx: int = 16
-    n_domain_ctx: int = 16
-    class_specific: bool = False
-    template: str = "{classname} {domain}."
     tau: float = 0.6
-    temperature: float = 1.0
-    pseudo_label_template: str = "a photo of a {}."
     inference: str = "ensemble"
     ensemble_space: str = "probs"
-    shared_prefix: bool = True
 
 
 @dataclass
@@ -92,36 +76,25 @@ class MPGAParams(PGAParams):
     template: str = "{classname}, a {domain} image."
 
 
-class PGA(Method):
+class PGA(DomainPromptMethod):
     """PGA (single source). Objectives ``source_ce`` and ``target_pl``."""
 
     name = "pga"
     Params = PGAParams
+    params: PGAParams
     multi_source = False
 
-    def __init__(self, backbone: VisionLanguageBackbone, task: Task, params: PGAParams) -> None:
+    def __init__(self, backbone: nn.Module, task: Task, params: PGAParams) -> None:
         super().__init__(backbone, task, params)
         k = len(task.source_domains)
         if not self.multi_source and k != 1:
             raise ValueError(f"pga takes exactly one source domain, got {k}; use mpga for several")
-        if not 0.0 <= params.tau <= 1.0:
-            raise ValueError(f"{self.name}: tau must be in [0, 1], got {params.tau}")
-        if params.temperature <= 0:
-            raise ValueError(f"{self.name}: temperature must be > 0, got {params.temperature}")
         if params.inference not in INFERENCE_MODES:
             raise ValueError(f"{self.name}: inference must be one of {INFERENCE_MODES}, got {params.inference!r}")
         if params.ensemble_space not in ENSEMBLE_SPACES:
             raise ValueError(
                 f"{self.name}: ensemble_space must be one of {ENSEMBLE_SPACES}, got {params.ensemble_space!r}"
             )
-        cfg = PromptConfig(
-            n_ctx=params.n_ctx, n_domain_ctx=params.n_domain_ctx,
-            class_specific=params.class_specific, template=params.template,
-        )
-        words = [task.word(d) for d in task.domains]
-        self.prompt_learner = PromptLearner(backbone, task.prompt_names, words, cfg)
-        self.templates = resolve_templates(params.pseudo_label_template)
-        self.register_buffer("zs_weights", torch.empty(0), persistent=False)
         self.n_sources = k
 
     # -- names and groups ---------------------------------------------------------------------
@@ -145,20 +118,9 @@ class PGA(Method):
         return [self.prompt_learner.ctx], specific
 
     # -- pieces -------------------------------------------------------------------------------
-    def setup(self, device: torch.device) -> None:
-        self.zs_weights = zero_shot_classifier(self.backbone, self.task.prompt_names, self.templates)
-
     def text_features(self, domain: int) -> Tensor:
         """L2-normalised features ``[C, D]`` of one domain's prompts (one text-encoder pass)."""
-        return prompt_features(self.prompt_learner, [domain], self.params.shared_prefix)[0]
-
-    def pseudo_labels(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Zero-shot pseudo-labels: (labels ``[B]``, mask ``[B]`` bool, max prob ``[B]``)."""
-        with torch.no_grad():
-            zs = self.backbone.logit_scale * features.float() @ self.zs_weights.t()
-            probs = torch.softmax(zs / self.params.temperature, dim=-1)
-            conf, labels = probs.max(dim=-1)
-        return labels, conf >= self.params.tau, conf
+        return self.domain_text_features([domain], self.params.shared_prefix)[0]
 
     # -- the contract -------------------------------------------------------------------------
     def objectives(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> Objectives:

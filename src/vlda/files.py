@@ -65,8 +65,8 @@ def write_atomic(
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, _FILE_MODE)
-        mode, kw = ("w", {"encoding": encoding}) if text else ("wb", {})
-        with os.fdopen(fd, mode, **kw) as f:
+        f: IO[Any] = os.fdopen(fd, "w", encoding=encoding) if text else os.fdopen(fd, "wb")
+        with f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

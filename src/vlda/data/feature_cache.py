@@ -220,7 +220,7 @@ class _Views(torch.utils.data.Dataset):
 
 
 def _collate_views(batch: list[tuple[int, int, Tensor | None, str]]) -> dict[str, Any]:
-    good = [b for b in batch if b[2] is not None]
+    good = [(i, v, image) for i, v, image, _ in batch if image is not None]
     return {
         "images": torch.stack([b[2] for b in good]) if good else None,
         "indices": torch.tensor([b[0] for b in good], dtype=torch.long),
@@ -277,7 +277,11 @@ def _build(
     sample_list = [(Path(p), int(y)) for p, y in samples]
     # strict is handled here (one error naming every bad file so far), not by the dataset.
     eval_ds = ImageDataset(sample_list, eval_transform, strict=False)
-    train_ds = ImageDataset(sample_list, train_transform, strict=False) if n_views else None
+    train_ds: ImageDataset | None = None
+    if n_views:
+        if train_transform is None:  # build_feature_cache checks this first
+            raise ValueError("n_views > 0 needs a train_transform for the augmented views")
+        train_ds = ImageDataset(sample_list, train_transform, strict=False)
     device = backbone.device
     loader = DataLoader(
         _Views(eval_ds, train_ds, seed),

@@ -33,8 +33,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def to_tensor(img: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """RGB PIL image -> normalised float32 tensor ``[3, H, W]`` (pixels scaled to [0, 1] first)."""
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    arr = (arr - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    pixels = np.asarray(img, dtype=np.float32) / 255.0
+    arr = (pixels - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
@@ -135,7 +135,9 @@ class TrainTransform(_Transform):
             "flip": self.flip,
         }
 
-    def crop_box(self, width: int, height: int, rng: np.random.Generator) -> tuple[int, ...]:
+    def crop_box(
+        self, width: int, height: int, rng: np.random.Generator
+    ) -> tuple[int, int, int, int]:
         """``(left, top, right, bottom)`` of a random crop of a ``width`` x ``height`` image."""
         area = width * height
         log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
@@ -257,7 +259,7 @@ def _rand_augment_op(img: Image.Image, op: str, m: float, sign: float) -> Image.
         return enhancer(img).enhance(1.0 + sign * 0.9 * m)
     if op in ("shear_x", "shear_y"):
         s = sign * 0.3 * m
-        coeffs = (1, s, 0, 0, 1, 0) if op == "shear_x" else (1, 0, 0, s, 1, 0)
+        coeffs: tuple[float, ...] = (1, s, 0, 0, 1, 0) if op == "shear_x" else (1, 0, 0, s, 1, 0)
         return img.transform(img.size, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=_FILL)
     if op in ("translate_x", "translate_y"):
         d = sign * 0.45 * m

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from PIL import Image
 from torch import Tensor, nn
 
 from vlda.data.catalog import DIGIT_WORDS
+
+if TYPE_CHECKING:
+    from open_clip.model import CLIP
 
 __all__ = [
     "DIGIT_WORDS",
@@ -58,7 +62,7 @@ def load_domain(folder: Path, mean: Sequence[float], std: Sequence[float]) -> tu
 
 
 @torch.no_grad()
-def image_features(model: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
+def image_features(model: CLIP, images: Tensor, batch_size: int = 500) -> Tensor:
     """L2-normalised image features of ``images`` (already normalised tensors)."""
     feats = [model.encode_image(images[i : i + batch_size]) for i in range(0, len(images),
                                                                           batch_size)]
@@ -67,7 +71,7 @@ def image_features(model: nn.Module, images: Tensor, batch_size: int = 500) -> T
 
 @torch.no_grad()
 def text_classifier(
-    model: nn.Module, template: str = ZERO_SHOT_TEMPLATE, words: Sequence[str] = DIGIT_WORDS
+    model: CLIP, template: str = ZERO_SHOT_TEMPLATE, words: Sequence[str] = DIGIT_WORDS
 ) -> Tensor:
     """L2-normalised text features of ``template`` filled with each class word ``[C, D]``."""
     import open_clip
@@ -118,7 +122,7 @@ def linear_probe(
 
 @torch.no_grad()
 def assess_model(
-    model: nn.Module, data_root: Path, mean: Sequence[float], std: Sequence[float],
+    model: CLIP, data_root: Path, mean: Sequence[float], std: Sequence[float],
     source: str = "rendered", target: str = "handwritten", probe: bool = True,
 ) -> dict:
     """Quality numbers of an open_clip ``CLIP`` on the demo benchmark under ``data_root``."""

@@ -35,6 +35,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -54,6 +55,9 @@ from vlda.demo.render import (
     style_batch,
 )
 from vlda.files import save_torch_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    from open_clip.model import CLIP
 
 __all__ = [
     "DEFAULT_MODEL_CFG",
@@ -224,7 +228,7 @@ class _Captioner:
         return tokens, texts
 
 
-def encode_text_tokens(model: nn.Module, tokens: Tensor) -> Tensor:
+def encode_text_tokens(model: CLIP, tokens: Tensor) -> Tensor:
     """``model.encode_text`` for tokens cut after the longest end token (same features)."""
     length = int(tokens.argmax(-1).max()) + 1
     tokens = tokens[:, :length]
@@ -236,7 +240,7 @@ def encode_text_tokens(model: nn.Module, tokens: Tensor) -> Tensor:
     return proj(x) if isinstance(proj, nn.Linear) else x @ proj
 
 
-def _encode_text_bucketed(model: nn.Module, tokens: Tensor, cut: int = 20) -> Tensor:
+def _encode_text_bucketed(model: CLIP, tokens: Tensor, cut: int = 20) -> Tensor:
     """:func:`encode_text_tokens` on short and long captions separately (less padding)."""
     short = tokens.argmax(-1) < cut
     if short.all() or not short.any():
@@ -276,7 +280,7 @@ def contrastive_loss(
 
 def train_clip(
     recipe: PretrainRecipe, seed: int = 0, progress: bool = True, log_every: int = 0
-) -> nn.Module:
+) -> CLIP:
     """Pretrain an open_clip ``CLIP`` with ``recipe``; returns it in eval mode."""
     import open_clip
 

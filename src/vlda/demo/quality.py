@@ -11,8 +11,7 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from vlda.demo.assets import ensure_demo_assets
 from vlda.demo.measure import (
@@ -24,6 +23,9 @@ from vlda.demo.measure import (
     load_domain,
 )
 from vlda.models.loading import load_open_clip_dir
+
+if TYPE_CHECKING:
+    from open_clip.model import CLIP
 
 __all__ = [
     "DIGIT_WORDS",
@@ -38,7 +40,7 @@ __all__ = [
 ]
 
 
-def load_demo_model(model_dir: Path) -> tuple[nn.Module, dict]:
+def load_demo_model(model_dir: Path) -> tuple[CLIP, dict]:
     """The ``open_clip.model.CLIP`` saved in ``model_dir`` (in eval mode, frozen) and its
     ``open_clip_config.json``; loaded by :func:`vlda.models.loading.load_open_clip_dir`."""
     backbone = load_open_clip_dir(Path(model_dir))

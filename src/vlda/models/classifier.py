@@ -75,7 +75,12 @@ class ImageBackbone(nn.Module):
         self.image_size = int(image_size)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
-        self.out_dim = int(model.num_features)
+        num_features = model.num_features  # set by every timm model: the pooled feature size
+        if not isinstance(num_features, int):
+            raise TypeError(
+                f"{name}: expected a timm model with an integer num_features, got {num_features!r}"
+            )
+        self.out_dim = num_features
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
@@ -90,6 +95,7 @@ def load_image_backbone(
     small digit images; convolutional networks accept any size, ViTs need their own).
     """
     import timm
+    from timm.models.efficientnet import EfficientNet
 
     base = name.split(".")[0]
     if not timm.is_model(base):
@@ -102,6 +108,8 @@ def load_image_backbone(
         from vlda.models.efficientnet_lite0 import load_packaged_weights
 
         model = timm.create_model(name, pretrained=False)
+        if not isinstance(model, EfficientNet):
+            raise TypeError(f"timm built a {type(model).__name__} for {name}, not an EfficientNet")
         weights_id = load_packaged_weights(model)
         model.reset_classifier(0)
     elif tag is None:
@@ -118,7 +126,8 @@ def load_image_backbone(
                 f"give a local file as model.pretrained=/path/to/{base}.pth (efficientnet_lite0 "
                 f"works offline)."
             ) from err
-        weights_id = f"timm-hub:{model.pretrained_cfg.get('hf_hub_id') or name}"
+        hub_cfg: Mapping[str, Any] = getattr(model, "pretrained_cfg", {}) or {}
+        weights_id = f"timm-hub:{hub_cfg.get('hf_hub_id') or name}"
     elif looks_like_path(tag):
         path = Path(tag).expanduser()
         if not path.is_file():
@@ -152,8 +161,9 @@ def tiny_image_backbone(image_size: int = 32, seed: int = 0) -> ImageBackbone:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = timm.models.resnet.ResNet(
-            block=BasicBlock, layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8,
-            num_classes=0,
+            # timm annotates `block` as an instance (BasicBlock | Bottleneck); it takes the class
+            block=BasicBlock,  # type: ignore[arg-type]
+            layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8, num_classes=0,
         )
     return ImageBackbone(model, "timm:tiny_resnet", f"random-{seed}", image_size)
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,6 +24,9 @@ from vlda.models.hub import (
     unavailable_reason,
 )
 from vlda.models.tiny import tiny_backbone
+
+if TYPE_CHECKING:
+    from vlda.models.open_clip_backbone import OpenClipBackbone
 
 BACKBONE_KINDS = ("open_clip", "hf", "tiny")
 # The paper backbones and common LAION ones (open_clip names and tags); any other open_clip
@@ -135,7 +139,7 @@ def _load_open_clip(spec: BackboneSpec) -> VisionLanguageBackbone:
             )
         weights_id = _file_id(path)
         pretrained = str(path)
-    named = bool(pretrained) and not looks_like_path(pretrained)
+    named = bool(pretrained and not looks_like_path(pretrained))
     hub = offline_unless_hub_reachable() if named else contextlib.nullcontext(False)
     try:
         with hub as offline, drop_root_log("Failed to download weights"):
@@ -156,7 +160,7 @@ def _load_open_clip(spec: BackboneSpec) -> VisionLanguageBackbone:
     )
 
 
-def load_open_clip_dir(directory: Path) -> VisionLanguageBackbone:
+def load_open_clip_dir(directory: Path) -> OpenClipBackbone:
     """Load ``directory/open_clip_config.json`` + ``weights.pt`` (vlda's own format, also used
     by the demo model) safely (``weights_only=True``)."""
     from open_clip.model import CLIP

@@ -78,6 +78,18 @@ class _Grads:
     specific: list[Tensor]
 
 
+@dataclass
+class _Layout:
+    """Who is who in one step: objective order (target first), the sources, θ_sh, each
+    objective's θ_i, and the loss weights."""
+
+    order: list[str]
+    sources: list[str]
+    shared: list[torch.nn.Parameter]
+    spec: dict[str, list[torch.nn.Parameter]]
+    w: dict[str, float]
+
+
 def _average(grads: Mapping[str, _Grads], order: Sequence[str], ctx: StepContext) -> None:
     """Average every objective's gradients across processes, in place (no-op in one process)."""
     if ctx.comm.world_size > 1:
@@ -231,36 +243,32 @@ class PGAStrategy(GradientStrategy):
     def compute(
         self, objectives: Objectives, params: Sequence[torch.nn.Parameter], ctx: StepContext
     ) -> dict[str, float]:
-        order, sources, shared, spec = self._layout(objectives, params)
+        lay = self._layout(objectives, params)
         fns = objectives.closures
         dev = params[0].device
-        w = {n: objectives.weight(n) for n in order}
-        raw, plain = self._stage1(fns, order, shared, spec, ctx)
-        norm_sh = {n: _norm(plain[n].shared, dev) for n in order}
-        norm_sp = {n: _norm(plain[n].specific, dev) for n in order}
-        losses = {n: plain[n].loss.float() for n in order}
-        total = w[self.target] * losses[self.target] + self.tradeoff * sum(
-            (w[n] * losses[n] for n in sources), torch.zeros((), device=dev)
+        raw, plain = self._stage1(fns, lay, ctx)
+        norm_sh = {n: _norm(plain[n].shared, dev) for n in lay.order}
+        norm_sp = {n: _norm(plain[n].specific, dev) for n in lay.order}
+        losses = {n: plain[n].loss.float() for n in lay.order}
+        total = lay.w[self.target] * losses[self.target] + self.tradeoff * sum(
+            (lay.w[n] * losses[n] for n in lay.sources), torch.zeros((), device=dev)
         )
         finite = bool(torch.isfinite(torch.stack([*norm_sh.values(), *norm_sp.values()])).all())
         if ctx.loss_scale != 1.0 and not finite:
             # Overflow at this loss scale: no perturbation can be built. Hand the (non-finite)
             # gradients on; the engine's GradScaler skips the step and lowers the scale.
-            self._set_grads(raw, order, sources, shared, spec, w)
-            out = {f"loss/{n}": float(losses[n]) for n in order}
+            self._set_grads(raw, lay)
+            out = {f"loss/{n}": float(losses[n]) for n in lay.order}
             out["loss/total"] = float(total)
             return out
         # Built from unscaled gradients (or, for compatibility, from the scaled ones).
         basis = raw if self.amp_compat_scaled_alignment else plain
-        pert_sh, pert_sp = self._perturbations(basis, order, sources, dev)
-        moved = self._stage2(fns, order, shared, spec, params, pert_sh, pert_sp, ctx)
-        self._set_grads(moved, order, sources, shared, spec, w)
-        return self._diagnostics(plain, norm_sh, norm_sp, pert_sh, pert_sp, order, sources, losses, total, dev)
+        pert_sh, pert_sp = self._perturbations(basis, lay, dev)
+        moved = self._stage2(fns, lay, params, pert_sh, pert_sp, ctx)
+        self._set_grads(moved, lay)
+        return self._diagnostics(plain, norm_sh, norm_sp, pert_sh, pert_sp, lay, losses, total, dev)
 
-    def _layout(
-        self, objectives: Objectives, params: Sequence[torch.nn.Parameter]
-    ) -> tuple[list[str], list[str], list[torch.nn.Parameter], dict[str, list[torch.nn.Parameter]]]:
-        """(objective order: target first; the sources; θ_sh; objective -> its θ_i)."""
+    def _layout(self, objectives: Objectives, params: Sequence[torch.nn.Parameter]) -> _Layout:
         fns = objectives.closures
         if self.target not in fns:
             raise ValueError(
@@ -274,20 +282,15 @@ class PGAStrategy(GradientStrategy):
         shared = objectives.shared
         spec = {n: objectives.specific.get(n, []) for n in order}
         self._check_groups(params, shared, spec)
-        return order, sources, shared, spec
+        return _Layout(order, sources, shared, spec, {n: objectives.weight(n) for n in order})
 
     def _stage1(
-        self,
-        fns: Mapping[str, ObjectiveFn],
-        order: Sequence[str],
-        shared: Sequence[torch.nn.Parameter],
-        spec: Mapping[str, Sequence[torch.nn.Parameter]],
-        ctx: StepContext,
+        self, fns: Mapping[str, ObjectiveFn], lay: _Layout, ctx: StepContext
     ) -> tuple[dict[str, _Grads], dict[str, _Grads]]:
         """Plain gradients at θ, averaged across processes: (as computed, i.e. loss-scaled;
         unscaled). K + 1 passes, target first."""
-        raw = {n: self._grads(fns[n], shared, spec[n], ctx) for n in order}
-        _average(raw, order, ctx)
+        raw = {n: self._grads(fns[n], lay.shared, lay.spec[n], ctx) for n in lay.order}
+        _average(raw, lay.order, ctx)
         if ctx.loss_scale == 1.0:
             return raw, raw
         inv = 1.0 / ctx.loss_scale
@@ -298,16 +301,16 @@ class PGAStrategy(GradientStrategy):
         return raw, plain
 
     def _perturbations(
-        self, basis: Mapping[str, _Grads], order: Sequence[str], sources: Sequence[str], dev: torch.device
+        self, basis: Mapping[str, _Grads], lay: _Layout, dev: torch.device
     ) -> tuple[dict[str, list[Tensor]], dict[str, list[Tensor]]]:
         """Each objective's perturbation ``e_i`` of θ_sh and of its own θ_i (module docstring)."""
-        b_sh = {n: _norm(basis[n].shared, dev) for n in order}
-        b_sp = {n: _norm(basis[n].specific, dev) for n in order}
+        b_sh = {n: _norm(basis[n].shared, dev) for n in lay.order}
+        b_sp = {n: _norm(basis[n].specific, dev) for n in lay.order}
         pert_sh: dict[str, list[Tensor]] = {}
         pert_sp: dict[str, list[Tensor]] = {}
-        for n in order:
+        for n in lay.order:
             terms = [self.radius * g / (b_sh[n] + self.eps) for g in basis[n].shared]
-            for m in sources if n == self.target else [self.target]:
+            for m in lay.sources if n == self.target else [self.target]:
                 # No direction to align when either gradient is exactly zero (fixed bug: the
                 # official code would perturb by align * g / 1e-12 there).
                 ok = (b_sh[n] > 0) & (b_sh[m] > 0)
@@ -323,9 +326,7 @@ class PGAStrategy(GradientStrategy):
     def _stage2(
         self,
         fns: Mapping[str, ObjectiveFn],
-        order: Sequence[str],
-        shared: Sequence[torch.nn.Parameter],
-        spec: Mapping[str, Sequence[torch.nn.Parameter]],
+        lay: _Layout,
         params: Sequence[torch.nn.Parameter],
         pert_sh: Mapping[str, list[Tensor]],
         pert_sp: Mapping[str, list[Tensor]],
@@ -335,17 +336,17 @@ class PGAStrategy(GradientStrategy):
         (or ``g + H e`` by Hessian-vector products when ``exact``); averaged across processes."""
         moved: dict[str, _Grads] = {}
         if self.exact:
-            for n in order:
-                moved[n] = self._hvp_grads(fns[n], shared, spec[n], ctx, [*pert_sh[n], *pert_sp[n]])
+            for n in lay.order:
+                moved[n] = self._hvp_grads(fns[n], lay.shared, lay.spec[n], ctx, [*pert_sh[n], *pert_sp[n]])
         else:
             saved = {id(p): p.detach().clone() for p in params}
             try:
-                for n in order:
-                    ps = [*shared, *spec[n]]
+                for n in lay.order:
+                    ps = [*lay.shared, *lay.spec[n]]
                     with torch.no_grad():
                         for p, e in zip(ps, [*pert_sh[n], *pert_sp[n]], strict=True):
                             p.add_(e.to(p.dtype))
-                    moved[n] = self._grads(fns[n], shared, spec[n], ctx)
+                    moved[n] = self._grads(fns[n], lay.shared, lay.spec[n], ctx)
                     with torch.no_grad():
                         for p in ps:
                             p.copy_(saved[id(p)])
@@ -353,28 +354,21 @@ class PGAStrategy(GradientStrategy):
                 with torch.no_grad():
                     for p in params:
                         p.copy_(saved[id(p)])
-        _average(moved, order, ctx)
+        _average(moved, lay.order, ctx)
         return moved
 
-    def _set_grads(
-        self,
-        grads: Mapping[str, _Grads],
-        order: Sequence[str],
-        sources: Sequence[str],
-        shared: Sequence[torch.nn.Parameter],
-        spec: Mapping[str, Sequence[torch.nn.Parameter]],
-        w: Mapping[str, float],
-    ) -> None:
-        t = self.target
-        for k, p in enumerate(shared):
-            terms = [grads[n].shared[k] if w[n] == 1.0 else w[n] * grads[n].shared[k] for n in sources]
+    def _set_grads(self, grads: Mapping[str, _Grads], lay: _Layout) -> None:
+        """``grad θ_sh = w_T g_T + λ Σ_i w_Si g_Si``, ``grad θ_i = w_i h_i``."""
+        t, w = self.target, lay.w
+        for k, p in enumerate(lay.shared):
+            terms = [grads[n].shared[k] if w[n] == 1.0 else w[n] * grads[n].shared[k] for n in lay.sources]
             src = terms[0]
             for term in terms[1:]:
                 src = src + term
             tgt = grads[t].shared[k] if w[t] == 1.0 else w[t] * grads[t].shared[k]
             p.grad = (tgt + src * self.tradeoff).to(p.dtype)
-        for n in order:
-            for p, h in zip(spec[n], grads[n].specific, strict=True):
+        for n in lay.order:
+            for p, h in zip(lay.spec[n], grads[n].specific, strict=True):
                 p.grad = (h if w[n] == 1.0 else w[n] * h).to(p.dtype)
 
     def _diagnostics(
@@ -384,13 +378,12 @@ class PGAStrategy(GradientStrategy):
         norm_sp: Mapping[str, Tensor],
         pert_sh: Mapping[str, list[Tensor]],
         pert_sp: Mapping[str, list[Tensor]],
-        order: Sequence[str],
-        sources: Sequence[str],
+        lay: _Layout,
         losses: Mapping[str, Tensor],
         total: Tensor,
         dev: torch.device,
     ) -> dict[str, float]:
-        t = self.target
+        t, sources = self.target, lay.sources
         keys: list[str] = []
         vals: list[Tensor] = []
         cosines = []
@@ -405,7 +398,7 @@ class PGAStrategy(GradientStrategy):
         cos_all = torch.stack(cosines)
         keys += ["grad/cos", "grad/conflict"]
         vals += [cos_all.mean(), (cos_all < 0).float().mean()]
-        for n in order:
+        for n in lay.order:
             keys += [f"grad/norm/{n}", f"grad/norm_specific/{n}", f"grad/perturb/{n}", f"loss/{n}"]
             vals += [
                 norm_sh[n], norm_sp[n], _norm([*pert_sh[n], *pert_sp[n]], dev), losses[n],

@@ -6,22 +6,36 @@ from fakes import make_fake_benchmark
 from vlda.config import load_config
 from vlda.engine.experiment import run
 from vlda.engine.run_data import load_run_data, resolve_splits
+from vlda.selection.outputs import load_outputs
 
 
-def _cfg(bench, root, *extra):
-    return load_config(None, [f"data.benchmark={bench}", f"data.root={root}", "data.source=[clipart]",
-                              "data.target=sketch", *extra])
+def _cfg(bench, root, source, target, *extra):
+    return load_config(None, [f"data.benchmark={bench}", f"data.root={root}", f"data.source=[{source}]",
+                              f"data.target={target}", *extra])
 
 
-def test_domainnet_trains_on_train_and_is_scored_on_test(tmp_path):
-    root = make_fake_benchmark("domainnet", tmp_path / "dn", per_class=1, domains=["clipart", "sketch"])
-    data = load_run_data(_cfg("domainnet", root))
+def test_domainnet_trains_on_train_and_is_scored_on_test():
+    cfg = _cfg("domainnet", "/nowhere", "clipart", "sketch")
+    assert resolve_splits(cfg) == {"source": "train", "target": "train", "eval": "test"}
+    assert resolve_splits(_cfg("domainnet", "/x", "clipart", "sketch", "data.eval_split=train"))["eval"] == "train"
+
+
+def test_a_run_on_train_and_test_splits(tmp_path):
+    """Digits declares train/test like DomainNet (and is 10 classes): the target adapts on its
+    train images and is scored on its test images; the splits are recorded."""
+    root = make_fake_benchmark("digits", tmp_path / "digits", per_class=2, domains=["mnist", "usps"])
+    cfg = _cfg("digits", root, "mnist", "usps", "model.backbone=tiny", "model.name=vit", "model.pretrained=null",
+               "method.name=coop", "method.n_ctx=2", "train.steps=2", "train.eval_every=2", "train.batch_size=4",
+               "train.progress=false", "train.save_outputs=logits", f"cache.dir={tmp_path / 'cache'}",
+               f"output={tmp_path / 'run'}")
+    data = load_run_data(cfg)
     assert data.splits == {"source": "train", "target": "train", "eval": "test"}
-    assert data.sources[0].split == "train" and data.target.split == "train"
-    assert data.target_eval.split == "test" and data.target_eval is not data.target
-    # the config still wins when it names a split
-    data = load_run_data(_cfg("domainnet", root, "data.eval_split=train"))
-    assert data.splits["eval"] == "train" and data.target_eval is data.target
+    assert data.target.split == "train" and data.target_eval.split == "test" and data.target_eval is not data.target
+    summary = run(cfg)
+    assert summary["splits"] == data.splits
+    rec = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    outputs = load_outputs(tmp_path / "run" / rec["outputs"])
+    assert len(outputs["target_train"]) == len(data.target) and len(outputs["target_eval"]) == len(data.target_eval)
 
 
 def test_transductive_benchmarks_default_to_all_images():

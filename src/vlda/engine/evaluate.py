@@ -26,6 +26,10 @@ from vlda.selection.validators import Validator
 Autocast = Callable[[], contextlib.AbstractContextManager]
 
 
+def _same(a: Sequence[Source] | None, b: Sequence[Source] | None) -> bool:
+    return a is not None and b is not None and len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
 class Evaluator:
     """Runs a method over evaluation splits.
 
@@ -84,7 +88,7 @@ class Evaluator:
         out: dict[str, SplitOutputs] = {}
         try:
             for name in names:
-                same = name == "target_train" and self.splits.get(name) == self.splits.get("target_eval")
+                same = name == "target_train" and _same(self.splits.get(name), self.splits.get("target_eval"))
                 if same and "target_eval" in out:
                     out[name] = out["target_eval"]
                 elif self.splits.get(name):

@@ -64,15 +64,17 @@ def _prepare(cfg: RunConfig, train: bool) -> Prepared:
     return Prepared(data, method, builder, n_views)
 
 
-def _eval_splits(p: Prepared, src_val: list[Source], tgt_train: Source | None) -> dict[str, list[Source]]:
+def _eval_splits(p: Prepared, src_val: list[Source], tgt_train_view: Source | None) -> dict[str, list[Source]]:
+    """Evaluation splits; ``tgt_train_view``: the target's training images under the eval
+    transform (also the scored images when the run is transductive)."""
     t_index = len(p.data.sources)
-    if p.data.target_eval is p.data.target and tgt_train is not None:
-        tgt_eval = tgt_train
+    if p.data.target_eval is p.data.target and tgt_train_view is not None:
+        tgt_eval = tgt_train_view
     else:
         _, tgt_eval = p.sources.views(p.data.target_eval, t_index, 0)
     splits = {"source_val": src_val, "target_eval": [tgt_eval]}
-    if tgt_train is not None:
-        splits["target_train"] = [tgt_train]
+    if tgt_train_view is not None:
+        splits["target_train"] = [tgt_train_view]
     return splits
 
 

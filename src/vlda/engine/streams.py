@@ -26,7 +26,7 @@ def _own_generator() -> torch.Generator:
     return torch.Generator()
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity (a numpy pool has no truth value)
 class Source:
     """One domain's data for a stream: cached features or an image dataset, restricted to
     ``pool`` (positions of usable samples)."""

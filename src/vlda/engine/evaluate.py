@@ -91,7 +91,7 @@ class Evaluator:
                 same = name == "target_train" and _same(self.splits.get(name), self.splits.get("target_eval"))
                 if same and "target_eval" in out:
                     out[name] = out["target_eval"]
-                elif self.splits.get(name):
+                elif self.has(name):
                     out[name] = self._run(self.splits[name], features)
             if "target_train" in out:
                 out["target_train"] = out["target_train"].unlabelled()

@@ -19,13 +19,6 @@ from vlda.data.feature_cache import FeatureSet
 from vlda.engine.sampling import step_positions, step_seeds
 
 
-def _own_generator() -> torch.Generator:
-    """A DataLoader draws a base seed from the global RNG each time it starts iterating unless
-    given its own generator. Our samples carry their own seeds, so that draw is useless, and it
-    would make the dropout of a resumed run differ from an uninterrupted one."""
-    return torch.Generator()
-
-
 @dataclass(eq=False)  # compared by identity (a numpy pool has no truth value)
 class Source:
     """One domain's data for a stream: cached features or an image dataset, restricted to
@@ -121,7 +114,6 @@ class TrainStream:
                     DataLoader(
                         src.image_dataset, batch_sampler=keys, collate_fn=collate,
                         num_workers=self.num_workers, persistent_workers=False,
-                        generator=_own_generator(),
                     )
                 )
             )
@@ -167,8 +159,7 @@ def eval_batches(
         return
     chunks = [pool[i : i + batch_size].tolist() for i in range(0, len(pool), batch_size)]
     loader = DataLoader(
-        source.image_dataset, batch_sampler=chunks, collate_fn=collate, num_workers=num_workers,
-        generator=_own_generator(),
+        source.image_dataset, batch_sampler=chunks, collate_fn=collate, num_workers=num_workers
     )
     for part in loader:
         if bad_log is not None:

@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,7 @@ class Trainer:
         self.on_eval = on_eval
         self.device = resolve_device(train.device)
         self.history: list[dict[str, Any]] = []
+        self._resumed_rng: dict[str, Any] | None = None
         self.autocast = autocast_for(train.amp, self.device)
         evaluator.device, evaluator.autocast = self.device, self.autocast
 
@@ -147,8 +148,7 @@ class Trainer:
             stepper.load_state_dict(state["stepper"])
         self.history = json.loads(state["history"])
         self.bad_log.load_state_dict(state.get("bad_images", {}))
-        if state.get("rng") is not None:
-            set_rng_state(state["rng"])
+        self._resumed_rng = state.get("rng")
         log.info("resumed %s at step %d", self.out, int(state["step"]))
         return int(state["step"])
 
@@ -170,7 +170,7 @@ class Trainer:
                    unit="step", dynamic_ncols=True)
         sums: dict[str, float] = {}
         n_since, t0 = 0, time.perf_counter()
-        batches = zip(self.source_stream.iterate(start, total), self.target_stream.iterate(start, total), strict=True)
+        batches = self._batches(start, total)
         for step, (src, tgt) in enumerate(batches, start=start):
             lr, diag = self._train_step(stepper, step, total, src, tgt)
             for k, v in diag.items():
@@ -186,6 +186,18 @@ class Trainer:
                 self._checkpoint(done, stepper)
         bar.close()
         return self._finish(writer)
+
+    def _batches(self, start: int, total: int) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+        """The (source, target) batches of steps ``start..total-1``. On resume, the global RNG is
+        restored once the streams have started: starting an image stream draws DataLoader seeds
+        from the global RNG, which the uninterrupted run did at step 0, not here."""
+        batches = zip(self.source_stream.iterate(start, total), self.target_stream.iterate(start, total), strict=True)
+        first = next(batches, None)
+        if self._resumed_rng is not None:
+            set_rng_state(self._resumed_rng)
+        if first is not None:
+            yield first
+            yield from batches
 
     def _train_step(
         self, stepper: Stepper, step: int, total: int, src: dict[str, torch.Tensor], tgt: dict[str, torch.Tensor]

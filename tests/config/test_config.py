@@ -94,3 +94,19 @@ def test_config_model_forbids_unknown_keys_and_validates_assignment():
     assert isinstance(cfg, RunConfig)
     with pytest.raises(ValueError):
         cfg.optim.lr = "fast"  # type: ignore[assignment]
+
+
+def test_a_section_typo_on_the_command_line_fails_before_torch_is_imported(tmp_path):
+    """The fixed sections are checked before the registries (which import torch) are loaded."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {benchmark: officehome, root: /nowhere, source: [art], target: clipart}\n")
+    code = (
+        f"import sys; from vlda.cli.main import main; rc = main(['train', '-c', {str(cfg)!r}, 'optim.lr=fast']); "
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'); sys.exit(rc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "NO-TORCH" in out.stdout
+    assert "optim.lr = 'fast'" in out.stderr and "Traceback" not in out.stderr

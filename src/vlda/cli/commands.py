@@ -8,19 +8,23 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
-from vlda.config import RunConfig, apply_override, build_config
-from vlda.engine.options import check_options, load_run_config
+from vlda.config import RunConfig, apply_override, build_config, load_config
 
 log = logging.getLogger("vlda")
+
+
+def _checked(cfg: RunConfig) -> RunConfig:
+    # The registries import torch and the models: only once the fixed sections are valid.
+    from vlda.engine.options import check_options
+
+    return check_options(cfg)
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
     overrides = list(args.overrides)
     if getattr(args, "quiet", False):
         overrides.append("train.progress=false")
-    return load_run_config(args.config, overrides)
+    return _checked(load_config(args.config, overrides))
 
 
 def _print_results(summary: dict) -> None:
@@ -37,9 +41,9 @@ def _print_results(summary: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _config(args)
     from vlda.engine.experiment import run
 
-    cfg = _config(args)
     summary = run(cfg, resume=args.resume, out=Path(args.out) if args.out else None)
     _print_results(summary)
     print(f"wrote {Path(args.out or cfg.output) / 'summary.json'}")
@@ -53,7 +57,7 @@ def _run_config(run_dir: Path, overrides: list[str]) -> RunConfig:
     raw = json.loads(path.read_text())
     for o in overrides:
         apply_override(raw, o)
-    return check_options(build_config(raw))
+    return _checked(build_config(raw))
 
 
 def _weights_path(run_dir: Path, which: str) -> Path:
@@ -71,17 +75,19 @@ def _load_weights(method, run_dir: Path, which: str) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from vlda.engine.experiment import evaluate_run
-
     run_dir = Path(args.run)
     overrides = list(args.overrides) + (["train.progress=false"] if args.quiet else [])
     cfg = _run_config(run_dir, overrides)
+    from vlda.engine.experiment import evaluate_run
+
     result = evaluate_run(cfg, _weights_path(run_dir, args.weights))
     print(json.dumps({"run": str(run_dir), "weights": args.weights, "target": cfg.data.target, **result}, indent=2))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
     from vlda.data.dataset import BadImageLog, ImageDataset, collate
     from vlda.data.transforms import eval_transform
     from vlda.engine.build import build_method, load_run_backbone, resolve_device
@@ -134,9 +140,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
+    cfg = _config(args)
     from vlda.engine.experiment import cache_features
 
-    n = cache_features(_config(args))
+    n = cache_features(cfg)
     print(f"feature cache ready ({n} domain splits)")
     return 0
 

@@ -75,11 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("vlda").setLevel(logging.INFO)
     from vlda.config import ConfigError
-    from vlda.models.loading import WeightsNotFoundError
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, WeightsNotFoundError, FileNotFoundError, FileExistsError, ValueError) as err:
+    # (missing weights: WeightsNotFoundError is a FileNotFoundError)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"vlda {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -42,6 +42,25 @@ def make_color_domains(root, domains=("src", "tgt"), classes=("red", "green", "b
     return root
 
 
+def kill_after_first_checkpoint(monkeypatch):
+    """Make the trainer raise KeyboardInterrupt right after its first ``checkpoint.pt`` (a run
+    killed there); returns the real writer, to put back before resuming."""
+    from vlda.engine import trainer
+
+    real = trainer.save_atomic
+    calls = {"n": 0}
+
+    def save_then_die(obj, path):
+        real(obj, path)
+        if path.name == "checkpoint.pt":
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_atomic", save_then_die)
+    return real
+
+
 @pytest.fixture
 def color_data(tmp_path):
     return make_color_domains(tmp_path / "data")

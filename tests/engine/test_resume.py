@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from conftest import kill_after_first_checkpoint
 from vlda.config import build_config
 from vlda.engine import trainer as trainer_mod
 from vlda.engine.checkpoint import load_safe
@@ -28,28 +29,13 @@ def _config(data_root, out, gradients="pcgrad"):
     })
 
 
-def _kill_after_first_checkpoint(monkeypatch):
-    real = trainer_mod.save_atomic
-    calls = {"n": 0}
-
-    def save_then_die(obj, path):
-        real(obj, path)
-        if path.name == "checkpoint.pt":
-            calls["n"] += 1
-            if calls["n"] == 1:
-                raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_mod, "save_atomic", save_then_die)
-    return real
-
-
 def test_killed_and_resumed_dann_pcgrad_run_is_bitwise_equal(color_data, tmp_path, monkeypatch):
     (color_data / "tgt" / "red" / "1.png").write_bytes(b"not an image")
     with pytest.warns(UserWarning):
         run(_config(color_data, tmp_path / "straight"))
     want = load_safe(tmp_path / "straight" / "checkpoint.pt")
 
-    real = _kill_after_first_checkpoint(monkeypatch)
+    real = kill_after_first_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning):
         run(_config(color_data, tmp_path / "killed"))
     half = load_safe(tmp_path / "killed" / "checkpoint.pt")

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from conftest import kill_after_first_checkpoint
 from vlda.config import build_config
 from vlda.engine import trainer as trainer_mod
 from vlda.engine.checkpoint import load_safe
@@ -68,17 +69,7 @@ def test_resume_gives_the_same_parameters(color_data, tmp_path, monkeypatch):
     want = load_safe(straight / "checkpoint.pt")["trainable"]
 
     killed = tmp_path / "killed"
-    real_save = trainer_mod.save_atomic
-    calls = {"n": 0}
-
-    def save_then_die(obj, path):
-        real_save(obj, path)
-        if path.name == "checkpoint.pt":
-            calls["n"] += 1
-            if calls["n"] == 1:
-                raise KeyboardInterrupt  # the run is killed right after its step-3 checkpoint
-
-    monkeypatch.setattr(trainer_mod, "save_atomic", save_then_die)
+    real_save = kill_after_first_checkpoint(monkeypatch)  # killed right after the step-3 checkpoint
     with pytest.raises(KeyboardInterrupt):
         run(config(color_data, killed))
     assert load_safe(killed / "checkpoint.pt")["step"] == 3

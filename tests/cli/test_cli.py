@@ -166,3 +166,50 @@ def test_eval_and_cache_build_no_trainer(tmp_path, color_data, monkeypatch, caps
     assert res["target/acc"] == pytest.approx(summary["results"]["selected"]["target_acc"])
     assert res["splits"] == summary["splits"]
     assert main(["cache", "-c", str(cfg), "-q"]) == 0
+
+
+@pytest.mark.parametrize("method", ["coop", "zeroshot"])
+def test_a_finished_run_is_refused_before_anything_is_written(tmp_path, color_data, capsys, method):
+    cfg = write_config(tmp_path, color_data, method={"name": method})
+    assert main(["train", "-c", str(cfg), "-q"]) == 0
+    run_dir = tmp_path / "run"
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    (color_data / "src" / "yellow").mkdir()  # the new run would see other classes
+    for p in (color_data / "src" / "red").iterdir():
+        (color_data / "src" / "yellow" / p.name).write_bytes(p.read_bytes())
+    capsys.readouterr()
+    assert main(["train", "-c", str(cfg), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before  # task.json too
+
+
+def test_overwrite_replaces_a_run(tmp_path, color_data):
+    cfg = write_config(tmp_path, color_data)
+    assert main(["train", "-c", str(cfg), "-q"]) == 0
+    summary = tmp_path / "run" / "summary.json"
+    summary.write_text("{}")
+    assert main(["train", "-c", str(cfg), "-q", "--overwrite"]) == 0
+    assert json.loads(summary.read_text())["results"]["last"]["step"] == 4
+    assert main(["train", "-c", str(cfg), "-q", "--overwrite", "--resume"]) == 2
+
+
+def test_a_run_directory_is_locked_while_written(tmp_path, color_data, capsys):
+    import subprocess
+    import sys
+
+    cfg = write_config(tmp_path, color_data)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run_dir / "run.lock").write_text(str(other.pid))  # a live process holds it
+        assert main(["train", "-c", str(cfg), "-q"]) == 2
+        assert f"pid {other.pid}" in capsys.readouterr().err and not (run_dir / "config.json").exists()
+    finally:
+        other.kill()
+        other.wait()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (run_dir / "run.lock").write_text(dead.stdout.strip())  # a killed run's stale lock
+    assert main(["train", "-c", str(cfg), "-q"]) == 0
+    assert not (run_dir / "run.lock").exists()

@@ -44,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     from vlda.engine.experiment import run
 
-    summary = run(cfg, resume=args.resume, out=Path(args.out) if args.out else None)
+    summary = run(cfg, resume=args.resume, out=Path(args.out) if args.out else None, overwrite=args.overwrite)
     _print_results(summary)
     print(f"wrote {Path(args.out or cfg.output) / 'summary.json'}")
     return 0

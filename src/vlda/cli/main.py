@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p)
     p.add_argument("--out", help="run directory (default: the config's `output`)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run that --out already holds")
     p.set_defaults(func=commands.cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a finished run's weights on its (or another) target")

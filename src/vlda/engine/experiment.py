@@ -24,6 +24,7 @@ from vlda.engine.checkpoint import load_safe, write_text_atomic
 from vlda.engine.evaluate import Evaluator
 from vlda.engine.options import check_options, method_class
 from vlda.engine.run_data import RunData, load_run_data
+from vlda.engine.run_dir import RunLock, check_run_dir, clear_run_dir
 from vlda.engine.sampling import split_batch
 from vlda.engine.sources import SourceBuilder
 from vlda.engine.streams import Source, TrainStream
@@ -88,8 +89,14 @@ def _total_steps(cfg: RunConfig, src_train: list[Source]) -> int:
     return steps
 
 
-def build_trainer(cfg: RunConfig, out: Path | None = None) -> Trainer:
-    """Everything a run needs, ready to :meth:`~vlda.engine.trainer.Trainer.fit`."""
+def build_trainer(
+    cfg: RunConfig, out: Path | None = None, resume: bool = False, overwrite: bool = False
+) -> Trainer:
+    """Everything a run needs, ready to :meth:`~vlda.engine.trainer.Trainer.fit`. A directory
+    that already holds a run is refused before anything is written (unless ``resume``, or
+    ``overwrite``, which removes the old run's files)."""
+    out = Path(out or cfg.output)
+    check_run_dir(out, resume, overwrite)
     p = _prepare(cfg, train=True)
     method, t_index = p.method, len(p.data.sources)
     src_train, src_val = p.sources.source_domains(p.data.sources, p.n_views)
@@ -108,7 +115,8 @@ def build_trainer(cfg: RunConfig, out: Path | None = None) -> Trainer:
     workers, bad = cfg.data.num_workers, p.sources.bad_log
     source_stream = TrainStream(src_train, split_batch(t.batch_size, len(src_train)), t.seed, 0, True, workers, bad)
     target_stream = TrainStream([tgt_train], [t.target_batch_size or t.batch_size], t.seed, 1, False, workers, bad)
-    out = Path(out or cfg.output)
+    if overwrite:
+        clear_run_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(json.dumps(p.data.task.to_dict(), indent=2), out / "task.json")
     validators = [get_validator(n) for n in cfg.selection.validators]
@@ -120,10 +128,16 @@ def build_trainer(cfg: RunConfig, out: Path | None = None) -> Trainer:
     )
 
 
-def run(cfg: RunConfig, resume: bool = False, out: Path | None = None) -> dict[str, Any]:
-    """Train (or, for zero-shot, just evaluate) and return ``summary.json``'s content."""
-    trainer = build_trainer(cfg, out)
-    summary = trainer.fit(resume=resume)
+def run(
+    cfg: RunConfig, resume: bool = False, out: Path | None = None, overwrite: bool = False
+) -> dict[str, Any]:
+    """Train (or, for zero-shot, just evaluate) and return ``summary.json``'s content. The run
+    directory is locked while the run writes it (:class:`~vlda.engine.run_dir.RunLock`)."""
+    out = Path(out or cfg.output)
+    check_run_dir(out, resume, overwrite)
+    with RunLock(out):
+        trainer = build_trainer(cfg, out, resume=resume, overwrite=overwrite)
+        summary = trainer.fit(resume=resume)
     if trainer.bad_log.count:
         log.warning(trainer.bad_log.summary())
     return summary

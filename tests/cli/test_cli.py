@@ -213,3 +213,28 @@ def test_a_run_directory_is_locked_while_written(tmp_path, color_data, capsys):
     (run_dir / "run.lock").write_text(dead.stdout.strip())  # a killed run's stale lock
     assert main(["train", "-c", str(cfg), "-q"]) == 0
     assert not (run_dir / "run.lock").exists()
+
+
+def test_resume_with_a_changed_config_is_refused_or_recorded(tmp_path, color_data, capsys):
+    cfg = write_config(tmp_path, color_data)
+    assert main(["train", "-c", str(cfg), "-q"]) == 0
+    run_dir = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["train", "-c", str(cfg), "-q", "--resume", "train.progress=true"]) == 0  # no effect on results
+    assert main(["train", "-c", str(cfg), "-q", "--resume", "optim.lr=0.5", "train.seed=9"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr: 0.002 -> 0.5" in err and "train.seed: 1 -> 9" in err and "--resume-with-changes" in err
+    assert not (run_dir / "resume_changes.jsonl").exists()
+    assert main(["train", "-c", str(cfg), "-q", "--resume-with-changes", "optim.lr=0.5"]) == 0
+    (line,) = (run_dir / "resume_changes.jsonl").read_text().splitlines()
+    assert json.loads(line)["changes"] == {"optim.lr": [0.002, 0.5]}
+
+
+def test_resuming_a_classic_run_with_the_same_config_is_accepted(tmp_path, color_data):
+    """The classic methods turn the feature cache off: the saved config says so, and a resume
+    with the same file must not count it as a change."""
+    cfg = write_config(tmp_path, color_data, model={"backbone": "timm", "name": "test_resnet", "pretrained": None,
+                                                    "image_size": 32},
+                       method={"name": "source_only", "bottleneck_dim": 8})
+    assert main(["train", "-c", str(cfg), "-q"]) == 0
+    assert main(["train", "-c", str(cfg), "-q", "--resume"]) == 0

@@ -44,7 +44,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     from vlda.engine.experiment import run
 
-    summary = run(cfg, resume=args.resume, out=Path(args.out) if args.out else None, overwrite=args.overwrite)
+    summary = run(
+        cfg, resume=args.resume, out=Path(args.out) if args.out else None, overwrite=args.overwrite,
+        resume_with_changes=args.resume_with_changes,
+    )
     _print_results(summary)
     print(f"wrote {Path(args.out or cfg.output) / 'summary.json'}")
     return 0

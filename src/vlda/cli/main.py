@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: the config's `output`)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run that --out already holds")
+    p.add_argument("--resume-with-changes", action="store_true",
+                   help="resume although the config changed (the changes are recorded in the run)")
     p.set_defaults(func=commands.cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a finished run's weights on its (or another) target")

@@ -24,7 +24,7 @@ from vlda.engine.checkpoint import load_safe, write_text_atomic
 from vlda.engine.evaluate import Evaluator
 from vlda.engine.options import check_options, method_class
 from vlda.engine.run_data import RunData, load_run_data
-from vlda.engine.run_dir import RunLock, check_run_dir, clear_run_dir
+from vlda.engine.run_dir import RunLock, check_resume_config, check_run_dir, clear_run_dir
 from vlda.engine.sampling import split_batch
 from vlda.engine.sources import SourceBuilder
 from vlda.engine.streams import Source, TrainStream
@@ -90,14 +90,22 @@ def _total_steps(cfg: RunConfig, src_train: list[Source]) -> int:
 
 
 def build_trainer(
-    cfg: RunConfig, out: Path | None = None, resume: bool = False, overwrite: bool = False
+    cfg: RunConfig,
+    out: Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    resume_with_changes: bool = False,
 ) -> Trainer:
     """Everything a run needs, ready to :meth:`~vlda.engine.trainer.Trainer.fit`. A directory
     that already holds a run is refused before anything is written (unless ``resume``, or
-    ``overwrite``, which removes the old run's files)."""
+    ``overwrite``, which removes the old run's files); a resumed run's config must be the
+    saved one (unless ``resume_with_changes``)."""
     out = Path(out or cfg.output)
+    resume = resume or resume_with_changes
     check_run_dir(out, resume, overwrite)
     p = _prepare(cfg, train=True)
+    if resume:
+        check_resume_config(out, cfg.to_dict(), resume_with_changes)
     method, t_index = p.method, len(p.data.sources)
     src_train, src_val = p.sources.source_domains(p.data.sources, p.n_views)
     tgt_train, tgt_eval_view = p.sources.views(p.data.target, t_index, p.n_views)
@@ -129,14 +137,21 @@ def build_trainer(
 
 
 def run(
-    cfg: RunConfig, resume: bool = False, out: Path | None = None, overwrite: bool = False
+    cfg: RunConfig,
+    resume: bool = False,
+    out: Path | None = None,
+    overwrite: bool = False,
+    resume_with_changes: bool = False,
 ) -> dict[str, Any]:
     """Train (or, for zero-shot, just evaluate) and return ``summary.json``'s content. The run
-    directory is locked while the run writes it (:class:`~vlda.engine.run_dir.RunLock`)."""
+    directory is locked while the run writes it (:class:`~vlda.engine.run_dir.RunLock`); a
+    resumed run must have the same config, unless ``resume_with_changes`` (the changes are
+    recorded in the run directory)."""
     out = Path(out or cfg.output)
+    resume = resume or resume_with_changes
     check_run_dir(out, resume, overwrite)
     with RunLock(out):
-        trainer = build_trainer(cfg, out, resume=resume, overwrite=overwrite)
+        trainer = build_trainer(cfg, out, resume, overwrite, resume_with_changes)
         summary = trainer.fit(resume=resume)
     if trainer.bad_log.count:
         log.warning(trainer.bad_log.summary())

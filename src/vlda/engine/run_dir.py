@@ -4,6 +4,10 @@ one, and locked while a process writes it.
 * :func:`claim_run_dir` — a directory that holds a run (any of :data:`RUN_FILES`) is refused
   unless the run is resumed (``--resume``) or replaced (``--overwrite``, which removes the old
   run's files first). It runs before anything is written, so a refused command changes nothing.
+* :func:`check_resume_config` — ``--resume`` with a config that changes the result (anything
+  but the settings in :data:`NO_EFFECT`) is refused with the list of differences, unless the
+  changes are accepted (``--resume-with-changes``); they are then appended to
+  ``resume_changes.jsonl`` in the run directory.
 * :class:`RunLock` — ``run.lock`` (created exclusively, holding the writer's pid) for as long
   as a process writes the directory; a second process is refused with the first one's pid. A
   lock left by a killed process (its pid no longer runs) is taken over.
@@ -12,14 +16,24 @@ one, and locked while a process writes it.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 RUN_FILES = ("config.json", "checkpoint.pt", "metrics.jsonl", "summary.json", "last.pt", "selected.pt")
 RUN_DIRS = ("outputs", "tensorboard")
 LOCK = "run.lock"
+CHANGES = "resume_changes.jsonl"
+# Settings that do not change what a run computes (where it prints, how fast it loads data).
+NO_EFFECT = frozenset({
+    "output", "train.progress", "train.tensorboard", "train.device", "train.eval_batch_size",
+    "data.num_workers", "cache.dir",
+})
 
 
 def holds_run(out: Path) -> bool:
@@ -45,6 +59,48 @@ def clear_run_dir(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
     for name in RUN_DIRS:
         shutil.rmtree(out / name, ignore_errors=True)
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are values)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_changes(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (saved value, new value)}`` for every setting that changes the result."""
+    a, b = _flat(saved), _flat(new)
+    keys = sorted((set(a) | set(b)) - NO_EFFECT)
+    return {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
+
+
+def check_resume_config(out: Path, new: Mapping[str, Any], accept_changes: bool = False) -> None:
+    """Refuse to resume the run in ``out`` with a config that changes its result, unless
+    ``accept_changes`` (the changes are then appended to ``resume_changes.jsonl``)."""
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError:
+        raise ValueError(f"{path} is damaged (not JSON); the run cannot be resumed safely") from None
+    changes = config_changes(saved, new)
+    if not changes:
+        return
+    listed = ", ".join(f"{k}: {old!r} -> {cur!r}" for k, (old, cur) in changes.items())
+    if not accept_changes:
+        raise ValueError(
+            f"--resume with a config that differs from the run's ({listed}); undo the changes, "
+            "or pass --resume-with-changes to continue anyway (they are recorded in the run)"
+        )
+    line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "changes": {k: list(v) for k, v in changes.items()}}
+    with open(Path(out) / CHANGES, "a") as f:
+        f.write(json.dumps(line, default=str) + "\n")
 
 
 def _alive(pid: int) -> bool:

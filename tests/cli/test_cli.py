@@ -238,3 +238,14 @@ def test_resuming_a_classic_run_with_the_same_config_is_accepted(tmp_path, color
                        method={"name": "source_only", "bottleneck_dim": 8})
     assert main(["train", "-c", str(cfg), "-q"]) == 0
     assert main(["train", "-c", str(cfg), "-q", "--resume"]) == 0
+
+
+def test_cache_for_a_method_that_cannot_use_it_says_so_and_builds_nothing(tmp_path, color_data, capsys, monkeypatch):
+    from vlda.engine import experiment
+
+    monkeypatch.setattr(experiment, "load_run_backbone", lambda *a, **k: pytest.fail("a backbone was loaded"))
+    cfg = write_config(tmp_path, color_data, model={"backbone": "timm", "name": "test_resnet", "pretrained": None},
+                       method={"name": "dann"})
+    assert main(["cache", "-c", str(cfg), "-q"]) == 2
+    assert "cannot use the feature cache" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()

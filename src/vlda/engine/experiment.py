@@ -185,9 +185,10 @@ def cache_features(cfg: RunConfig) -> int:
     number of feature sets. Nothing else is built."""
     if not cfg.cache.enabled:
         raise ConfigError("cache.enabled is false in this config; nothing to cache")
+    cls = method_class(check_options(cfg))
+    if not cls.uses_feature_cache:
+        raise ConfigError(f"method {cls.name!r} trains its image encoder, so it cannot use the feature cache; nothing to cache")
     p = _prepare(cfg, train=True)
-    if not p.sources.cached:
-        raise ConfigError(f"method {p.method.name!r} trains its image encoder: it cannot use the feature cache")
     domains = [*p.data.sources, p.data.target]
     if p.data.target_eval is not p.data.target:
         domains.append(p.data.target_eval)

@@ -2,7 +2,14 @@
 errors. The lowest layer: everything that starts a run (CLI, engine, demo, a user's script)
 builds a :class:`RunConfig` first."""
 
-from vlda.config.loading import ConfigError, apply_override, build_config, load_config, read_raw
+from vlda.config.loading import (
+    ConfigError,
+    apply_override,
+    build_config,
+    load_config,
+    read_raw,
+    validation_message,
+)
 from vlda.config.sections import (
     AugmentConfig,
     CacheConfig,
@@ -18,5 +25,5 @@ from vlda.config.sections import (
 __all__ = [
     "AugmentConfig", "CacheConfig", "ConfigError", "DataConfig", "ModelConfig", "OptimConfig",
     "RunConfig", "ScheduleConfig", "SelectionConfig", "TrainConfig", "apply_override", "build_config",
-    "load_config", "read_raw",
+    "load_config", "read_raw", "validation_message",
 ]

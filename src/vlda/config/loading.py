@@ -73,6 +73,14 @@ def describe(err: Mapping[str, Any]) -> str:
     return f"config key {key} = {value!r} is not valid: expected {expected}"
 
 
+def validation_message(err: ValidationError, *prefix: str) -> str:
+    """The first error of a pydantic validation as one sentence (:func:`describe`), its key
+    prefixed (``"method"``: the options a method validates itself)."""
+    first: dict[str, Any] = dict(err.errors()[0])
+    first["loc"] = (*prefix, *first["loc"])
+    return describe(first)
+
+
 def build_config(raw: Mapping[str, Any]) -> RunConfig:
     """Validate a raw dict (from YAML + overrides) into a :class:`RunConfig`."""
     if not isinstance(raw, Mapping):
@@ -82,7 +90,7 @@ def build_config(raw: Mapping[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate(dict(raw))
     except ValidationError as err:
-        raise ConfigError(describe(err.errors()[0])) from None
+        raise ConfigError(validation_message(err)) from None
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:

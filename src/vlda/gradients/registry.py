@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from vlda.config import validation_message
 from vlda.gradients.base import GradientStrategy
 from vlda.gradients.gh import GHStrategy
 from vlda.gradients.ghpp import GHPPStrategy
@@ -57,8 +58,7 @@ def strategy_options(spec: str | Mapping[str, Any]) -> dict[str, Any]:
         try:
             out[key] = TypeAdapter(types[key]).validate_python(value)
         except ValidationError as err:
-            msg = err.errors()[0]["msg"]
-            raise ValueError(f"gradients.{key} = {value!r} is not valid for {name!r}: {msg}") from None
+            raise ValueError(validation_message(err, "gradients", key)) from None
     return out
 
 

@@ -28,6 +28,7 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 from torch import Tensor, nn
 
+from vlda.config import validation_message
 from vlda.gradients.base import Objectives
 from vlda.models.backbone import VisionLanguageBackbone
 
@@ -138,11 +139,7 @@ class Method(nn.Module):
         try:
             return TypeAdapter(cls.Params).validate_python(values)
         except ValidationError as err:
-            e = err.errors()[0]
-            key = ".".join(str(p) for p in e["loc"])
-            raise ValueError(
-                f"method.{key} = {e.get('input')!r} is not valid for {cls.name!r}: {e['msg']}"
-            ) from None
+            raise ValueError(validation_message(err, "method")) from None
 
     # -- features -----------------------------------------------------------------------------
     def image_features(self, batch: Mapping[str, Tensor]) -> Tensor:

@@ -185,7 +185,7 @@ def cache_features(cfg: RunConfig) -> int:
     number of feature sets. Nothing else is built."""
     if not cfg.cache.enabled:
         raise ConfigError("cache.enabled is false in this config; nothing to cache")
-    cls = method_class(check_options(cfg))
+    cls = method_class(cfg)
     if not cls.uses_feature_cache:
         raise ConfigError(f"method {cls.name!r} trains its image encoder, so it cannot use the feature cache; nothing to cache")
     p = _prepare(cfg, train=True)

@@ -110,7 +110,7 @@ class Trainer:
         self.autocast = autocast_for(train.amp, self.device)
         evaluator.device, evaluator.autocast = self.device, self.autocast
 
-    def evaluate(self, step: int | None = None) -> dict[str, Any]:
+    def evaluate(self, step: int) -> dict[str, Any]:
         """One evaluation record (target and source-validation accuracy, validator scores);
         saves the outputs when ``train.save_outputs`` asks for it."""
         save = self.cfg.save_outputs
@@ -118,7 +118,7 @@ class Trainer:
         outputs = self.evaluator.outputs(names, features=save == "features")
         rec = self.evaluator.record(outputs, self.validators, self.headline)
         if save != "none":
-            rec["outputs"] = f"outputs/step_{step if step is not None else len(self.history):07d}.pt"
+            rec["outputs"] = f"outputs/step_{step:07d}.pt"
             save_atomic({k: v.to_dict() for k, v in outputs.items()}, self.out / rec["outputs"])
         return rec
 

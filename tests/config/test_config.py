@@ -110,3 +110,10 @@ def test_a_section_typo_on_the_command_line_fails_before_torch_is_imported(tmp_p
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "NO-TORCH" in out.stdout
     assert "optim.lr = 'fast'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_rst_needs_a_method_that_fine_tunes_an_encoder():
+    with pytest.raises(ConfigError, match="rst.enabled"):
+        load_run_config(None, [*BASE, "method.name=dapl", "rst.enabled=true"])
+    cfg = load_run_config(None, [*BASE, "method.name=dapl", "rst.threshold=1e-6"])
+    assert cfg.rst.threshold == 1e-6 and not cfg.rst.enabled

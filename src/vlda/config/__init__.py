@@ -16,6 +16,7 @@ from vlda.config.sections import (
     DataConfig,
     ModelConfig,
     OptimConfig,
+    RstConfig,
     RunConfig,
     ScheduleConfig,
     SelectionConfig,
@@ -24,6 +25,6 @@ from vlda.config.sections import (
 
 __all__ = [
     "AugmentConfig", "CacheConfig", "ConfigError", "DataConfig", "ModelConfig", "OptimConfig",
-    "RunConfig", "ScheduleConfig", "SelectionConfig", "TrainConfig", "apply_override", "build_config",
+    "RstConfig", "RunConfig", "ScheduleConfig", "SelectionConfig", "TrainConfig", "apply_override", "build_config",
     "load_config", "read_raw", "validation_message",
 ]

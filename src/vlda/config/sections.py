@@ -179,6 +179,17 @@ class CacheConfig(Section):
     dir: str | None = None
 
 
+class RstConfig(Section):
+    """Residual Sparse Training (Zhou & Zhou, TCSVT 2024, the CMKD paper): after every optimizer
+    step, ``θ ← θ0 + mask·(θ − θ0)`` with ``mask = |θ − θ0| > threshold``, elementwise over the
+    parameters of the image encoder a method fine-tunes (:meth:`Method.finetuned_encoder`), θ0
+    its pretrained weights. Only for methods with ``image_encoder = "trained"``. ``threshold``:
+    the official code's default is 1e-5; the paper uses 1e-6 for ViT, 1e-5 for ResNet."""
+
+    enabled: bool = False
+    threshold: float = Field(1e-5, gt=0)
+
+
 class SelectionConfig(Section):
     """How checkpoints are chosen without target labels: the validators scored at every
     evaluation (``validator/<name>`` in ``metrics.jsonl``); the first chooses ``selected``."""
@@ -216,6 +227,7 @@ class RunConfig(Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    rst: RstConfig = Field(default_factory=RstConfig)
     output: str = "runs/run"
 
     @field_validator("method", mode="before")
@@ -236,6 +248,6 @@ class RunConfig(Section):
 SECTIONS: dict[str, type[Section]] = {
     "data": DataConfig, "model": ModelConfig, "train": TrainConfig, "optim": OptimConfig,
     "schedule": ScheduleConfig, "augment": AugmentConfig, "cache": CacheConfig,
-    "selection": SelectionConfig,
+    "selection": SelectionConfig, "rst": RstConfig,
 }
 TOP_KEYS = (*SECTIONS, "method", "gradients", "output")

@@ -42,6 +42,7 @@ def check_options(cfg: RunConfig) -> RunConfig:
         if name not in VALIDATORS:
             raise ConfigError(f"selection.validators: unknown validator {name!r}; available: {sorted(VALIDATORS)}")
     _check_backbone(cfg, cls)
+    _check_rst(cfg, cls)
     _check_benchmark(cfg)
     return cfg
 
@@ -57,6 +58,14 @@ def _check_backbone(cfg: RunConfig, cls: type[Method]) -> None:
         raise ConfigError(
             f"model.backbone: timm builds image classifiers for the classic methods; method "
             f"{cls.name!r} needs a vision-language backbone (open_clip, hf or tiny)"
+        )
+
+
+def _check_rst(cfg: RunConfig, cls: type[Method]) -> None:
+    if cfg.rst.enabled and cls.image_encoder != "trained":
+        raise ConfigError(
+            f"rst.enabled: RST sparsifies a fine-tuned image encoder, and method {cls.name!r} keeps "
+            "its encoder frozen; use it with a method that fine-tunes one (cmkd, the classic methods)"
         )
 
 

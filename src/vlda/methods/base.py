@@ -187,6 +187,12 @@ class Method(nn.Module):
         """Called by the engine before each training step (0-based ``step`` of
         ``total_steps``), for schedules that depend on progress (DANN's reversal coefficient)."""
 
+    def finetuned_encoder(self) -> nn.Module | None:
+        """The pretrained image encoder this method fine-tunes (RST sparsifies the drift of its
+        parameters from their pretrained values; ``rst`` config section), or ``None`` when the
+        method keeps its encoder frozen (default)."""
+        return None
+
     def target_train_transform(self, transform: Any) -> Any:
         """The target's training transform given the engine's (default: unchanged; FixMatch
         returns a weak and a strong view)."""

@@ -73,6 +73,10 @@ class ClassifierMethod(Method):
         return self.model.backbone
 
     # -- engine hooks -------------------------------------------------------------------------
+    def finetuned_encoder(self) -> nn.Module:
+        """The pretrained backbone (bottleneck, head and discriminators are new layers)."""
+        return self.model.backbone
+
     def objectives(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> Objectives:
         """One joint forward (:meth:`forward_losses`), which also fills the step's metrics."""
         metrics: dict[str, float] = {}

@@ -151,6 +151,19 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Exit 0 when every trial finished, 1 when some failed (their logs are named), 2 on bad
+    input (nothing runs)."""
+    from vlda.config.sweep import load_sweep
+
+    spec, folder = load_sweep(args.sweep, list(args.overrides))
+    from vlda.sweep.runner import run_sweep
+
+    record = run_sweep(spec, folder, dry_run=args.dry_run, progress=not args.quiet)
+    failed = [t for t in record["trials"] if t["exit_code"] not in (None, 0)]
+    return 1 if failed else 0
+
+
 def catalog() -> dict[str, list[str]]:
     from vlda.data.benchmarks import list_benchmarks
     from vlda.gradients.registry import STRATEGIES

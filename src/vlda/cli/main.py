@@ -1,4 +1,4 @@
-"""``vlda`` command line: train | eval | predict | cache | list | data check | demo."""
+"""``vlda`` command line: train | eval | predict | cache | sweep | list | data check | demo."""
 
 from __future__ import annotations
 
@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cache", help="build the feature cache of a config's domains")
     _add_run_args(p)
     p.set_defaults(func=commands.cmd_cache)
+
+    p = sub.add_parser("sweep", help="run a sweep file: tasks x hyper-parameters x seeds, each a run")
+    p.add_argument("sweep", help="sweep YAML (see docs/sweeps.md)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="sweep settings, e.g. workers=4")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (every trial checked) and stop")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=commands.cmd_sweep)
 
     p = sub.add_parser("list", help="list benchmarks, methods, gradient strategies, backbones")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -29,6 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 from torch import Tensor, nn
 
 from vlda.config import validation_message
+from vlda.config.search import Distribution
 from vlda.gradients.base import Objectives
 from vlda.models.backbone import VisionLanguageBackbone
 
@@ -101,7 +102,9 @@ class Method(nn.Module):
     * ``uses_feature_cache``: whether training and evaluation can read cached image features
       (only meaningful with a frozen image encoder);
     * ``artefact``: what :meth:`trainable_state_dict` holds, i.e. what ``selected.pt`` /
-      ``last.pt`` store.
+      ``last.pt`` store;
+    * ``search_space``: config key -> :class:`~vlda.config.search.Distribution`, what a random
+      hyper-parameter search (``vlda sweep``) draws from unless the sweep says otherwise.
     """
 
     name: ClassVar[str] = ""
@@ -111,6 +114,7 @@ class Method(nn.Module):
     image_encoder: ClassVar[EncoderMode] = "frozen"
     uses_feature_cache: ClassVar[bool] = True
     artefact: ClassVar[str] = "the learned tensors (the frozen backbone is not saved)"
+    search_space: ClassVar[Mapping[str, Distribution]] = {}
     backbone: VisionLanguageBackbone
 
     def __init__(self, backbone: nn.Module, task: Task, params: Any) -> None:

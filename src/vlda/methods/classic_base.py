@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from vlda.config.search import Distribution, LogUniform
 from vlda.gradients.base import Objectives
 from vlda.methods.base import Method
 from vlda.models.classifier import ImageBackbone, ImageClassifier
@@ -52,6 +53,8 @@ class ClassifierMethod(Method):
     uses_feature_cache = False
     artefact = "the classifier (backbone, bottleneck, head) and any extra module, with buffers"
     Params = ClassifierParams
+    # Random search (vlda sweep): the base learning rate around TLlib's 0.01.
+    search_space: ClassVar[Mapping[str, Distribution]] = {"optim.lr": LogUniform(1e-3, 3e-2)}
 
     def attach_backbone(self, backbone: nn.Module) -> None:
         """Build the trained classifier around ``backbone`` (an :class:`ImageBackbone`)."""

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 from torch.nn import functional as F
 
+from vlda.config.search import Distribution, LogUniform
 from vlda.methods.base import Method, Task
 from vlda.models.backbone import VisionLanguageBackbone
 from vlda.models.prompt_learner import PromptConfig, PromptLearner
@@ -28,6 +30,7 @@ class CoOpParams:
 class CoOp(Method):
     name = "coop"
     Params = CoOpParams
+    search_space: ClassVar[Mapping[str, Distribution]] = {"optim.lr": LogUniform(3e-4, 3e-2)}
 
     def __init__(self, backbone: VisionLanguageBackbone, task: Task, params: CoOpParams) -> None:
         super().__init__(backbone, task, params)

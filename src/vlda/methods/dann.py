@@ -25,11 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from vlda.config.search import Distribution, LogUniform
 from vlda.methods.adversarial import DomainDiscriminator, domain_adversarial_loss, grl_coefficient
 from vlda.methods.base import Task
 from vlda.methods.classic_base import ClassifierMethod, ClassifierParams
@@ -50,6 +52,7 @@ class DANNParams(ClassifierParams):
 class DANN(ClassifierMethod):
     name = "dann"
     Params = DANNParams
+    search_space: ClassVar[Mapping[str, Distribution]] = {**ClassifierMethod.search_space, "method.trade_off": LogUniform(0.1, 10.0)}
 
     def __init__(self, backbone: ImageBackbone, task: Task, params: DANNParams) -> None:
         super().__init__(backbone, task, params)

@@ -14,11 +14,14 @@ with ``s`` CLIP's logit scale, ``T`` the temperature and ``τ`` the threshold (D
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from vlda.config.search import Distribution, LogUniform, Uniform
 from vlda.methods.base import Method, Task
 from vlda.methods.zeroshot import resolve_templates, zero_shot_classifier
 from vlda.models.prompt_learner import PromptConfig, PromptLearner
@@ -52,6 +55,10 @@ class DomainPromptMethod(Method):
 
     params: DomainPromptParams
     zs_weights: Tensor
+    # Random search (vlda sweep): DAPL's lr 0.003 and pseudo-label threshold 0.5 (PGA 0.6) inside.
+    search_space: ClassVar[Mapping[str, Distribution]] = {
+        "optim.lr": LogUniform(3e-4, 3e-2), "method.tau": Uniform(0.4, 0.8),
+    }
 
     def __init__(self, backbone: nn.Module, task: Task, params: DomainPromptParams) -> None:
         super().__init__(backbone, task, params)

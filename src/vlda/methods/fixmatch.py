@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from vlda.config.search import Distribution, LogUniform, Uniform
 from vlda.data.transforms import PairTransform, StrongTransform, TrainTransform, Transform
 from vlda.methods.classic_base import ClassifierMethod, ClassifierParams
 
@@ -44,6 +46,10 @@ class FixMatchParams(ClassifierParams):
 class FixMatch(ClassifierMethod):
     name = "fixmatch"
     Params = FixMatchParams
+    search_space: ClassVar[Mapping[str, Distribution]] = {
+        **ClassifierMethod.search_space, "method.trade_off": LogUniform(0.3, 3.0),
+        "method.threshold": Uniform(0.8, 0.97),
+    }
 
     def target_train_transform(self, weak: Transform) -> Transform:
         """The target's training transform: ``[weak view, strong view]`` of each image."""

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from vlda.config.search import Distribution, LogUniform, Uniform
 from vlda.methods.adversarial import entropy
 from vlda.methods.classic_base import ClassifierMethod, ClassifierParams
 
@@ -48,6 +50,10 @@ class MCCParams(ClassifierParams):
 class MCC(ClassifierMethod):
     name = "mcc"
     Params = MCCParams
+    search_space: ClassVar[Mapping[str, Distribution]] = {
+        **ClassifierMethod.search_space, "method.trade_off": LogUniform(0.1, 10.0),
+        "method.temperature": Uniform(1.5, 3.5),
+    }
 
     def forward_losses(
         self, source: Mapping[str, Tensor], target: Mapping[str, Tensor], metrics: dict[str, float]

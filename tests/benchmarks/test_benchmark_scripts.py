@@ -58,3 +58,12 @@ def test_gh_cost_compares_every_strategy_with_the_sum(tmp_path: Path) -> None:
 def teardown_module() -> None:
     for name in ("dapl_speed", "pga_speed", "gh_cost", "bench_common"):
         sys.modules.pop(name, None)
+
+
+def test_adclip_speed_compares_with_the_official_style_step(tmp_path: Path) -> None:
+    out = tmp_path / "adclip.json"
+    _main("adclip_speed")(["--classes", "3", "--batch", "2", "--steps", "1", "--warmup", "0",
+                           "--repeats", "1", "--bank", "8", "--threads", "1", "--out", str(out)])
+    rows = {r["setting"]: r for r in json.loads(out.read_text())["settings"]}
+    assert set(rows) == {"official", "vlda_images", "vlda_cached"}
+    assert rows["official"]["speedup_vs_official"] == 1.0 and all(r["steps_per_s"] > 0 for r in rows.values())

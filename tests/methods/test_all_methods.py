@@ -23,12 +23,13 @@ def image_batches():
     return src, tgt
 
 
-def batches():
+def batches(dim=64):
+    """Cached-feature batches of the size the method's cache encoder stores."""
     g = torch.Generator().manual_seed(0)
-    centers = torch.randn(4, 64, generator=g)
+    centers = torch.randn(4, dim, generator=g)
     ys = torch.arange(4).repeat(4)
-    fs = centers[ys] + 0.3 * torch.randn(16, 64, generator=g)
-    ft = centers[ys] + 0.3 * torch.randn(16, 64, generator=g) + 0.5
+    fs = centers[ys] + 0.3 * torch.randn(16, dim, generator=g)
+    ft = centers[ys] + 0.3 * torch.randn(16, dim, generator=g) + 0.5
     src = {"features": fs, "labels": ys, "domains": torch.zeros(16, dtype=torch.long)}
     tgt = {"features": ft, "domains": torch.ones(16, dtype=torch.long)}
     return src, tgt
@@ -45,7 +46,7 @@ def test_method_builds_steps_predicts_and_learns(name, tiny_vit):
         src, tgt = image_batches()
     else:
         method = cls(tiny_vit, TASK, cls.make_params({}))
-        src, tgt = batches()
+        src, tgt = batches(method.cache_encoder().embed_dim)
     method.setup(torch.device("cpu"))
     feats = method.image_features(src)
     logits = method.logits(feats)

@@ -97,7 +97,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from vlda.methods.base import Task
 
     run_dir = Path(args.run)
-    cfg = _run_config(run_dir, [])
+    cfg = _run_config(run_dir, list(args.overrides))
     task_path = run_dir / "task.json"
     if not task_path.is_file():
         raise FileNotFoundError(f"{run_dir} has no task.json; was it written by `vlda train`?")

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
     p.add_argument("--weights", default="selected", help="selected | last | PATH (default: selected)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="e.g. method.inference=source_free (AD-CLIP's source-free test)")
     p.set_defaults(func=commands.cmd_predict)
 
     p = sub.add_parser("cache", help="build the feature cache of a config's domains")

@@ -134,11 +134,11 @@ class TrainConfig(Section):
 
 
 class OptimConfig(Section):
-    """``sgd`` (the Dassl-based official configs) or ``adamw`` (PGA's ``LA/`` path, ViT
-    configs). ``clip_grad_norm``: clip the global gradient norm (of the unscaled gradients)
+    """``sgd`` (the Dassl-based official configs), ``adam`` (AD-CLIP; L2 weight decay added to
+    the gradient, as Dassl's ``adam``) or ``adamw`` (PGA's ``LA/`` path, ViT configs). ``clip_grad_norm``: clip the global gradient norm (of the unscaled gradients)
     to this value before each step; ``None`` (default) does not clip."""
 
-    name: Literal["sgd", "adamw"] = "sgd"
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.002, gt=0)
     momentum: float = Field(0.9, ge=0)
     weight_decay: float = Field(5e-4, ge=0)

@@ -61,7 +61,8 @@ def _prepare(cfg: RunConfig, train: bool) -> Prepared:
     backbone = load_run_backbone(cfg, device)
     method = build_method(cfg, data.task, backbone)
     n_views = cfg.cache.views if (train and method.trains) else 0
-    builder = SourceBuilder(cfg, backbone, cached, BadImageLog(), cfg.train.progress)
+    encoder = method.cache_encoder() if cached else None
+    builder = SourceBuilder(cfg, backbone, cached, BadImageLog(), cfg.train.progress, encoder)
     return Prepared(data, method, builder, n_views)
 
 

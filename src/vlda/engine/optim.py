@@ -1,4 +1,5 @@
-"""Optimizers: SGD (the Dassl-based official configs) and AdamW (PGA's ``LA/`` path, ViT configs)."""
+"""Optimizers: SGD (the Dassl-based official configs), Adam (AD-CLIP, Dassl's ``adam``: L2 weight
+decay in the gradient) and AdamW (PGA's ``LA/`` path, ViT configs)."""
 
 from __future__ import annotations
 
@@ -17,4 +18,6 @@ def build_optimizer(groups: Sequence[Any], cfg: OptimConfig) -> torch.optim.Opti
         raise ValueError("the method has no trainable parameters to optimise")
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.name == "adam":  # L2 weight decay added to the gradient (Dassl's "adam": AD-CLIP)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)

@@ -14,6 +14,7 @@ import numpy as np
 
 from vlda.config import RunConfig
 from vlda.data.dataset import BadImageLog, ImageDataset
+from vlda.data.encoder import ImageEncoder
 from vlda.data.feature_cache import build_or_load_features
 from vlda.data.readers import DomainData
 from vlda.data.transforms import eval_transform, train_transform
@@ -37,6 +38,7 @@ class SourceBuilder:
     cached: bool
     bad_log: BadImageLog
     progress: bool = True
+    encoder: ImageEncoder | None = None  # what the cache stores (default: the backbone's features)
 
     def views(self, domain: DomainData, index: int, n_views: int) -> tuple[Source, Source]:
         """(training view, evaluation view) of one domain."""
@@ -47,7 +49,7 @@ class SourceBuilder:
             if not isinstance(b, VisionLanguageBackbone):
                 raise TypeError("the feature cache needs a vision-language backbone")
             fs = build_or_load_features(
-                b, domain.samples, eval_transform=ev, train_transform=tr, n_views=n_views,
+                self.encoder or b, domain.samples, eval_transform=ev, train_transform=tr, n_views=n_views,
                 cache_dir=feature_cache_dir(cfg), progress=self.progress,
                 strict=cfg.data.strict_images, num_workers=cfg.data.num_workers,
             )

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from vlda.config import validation_message
 from vlda.config.search import Distribution
+from vlda.data.encoder import ImageEncoder
 from vlda.gradients.base import Objectives
 from vlda.models.backbone import VisionLanguageBackbone
 
@@ -146,6 +147,11 @@ class Method(nn.Module):
             raise ValueError(validation_message(err, "method")) from None
 
     # -- features -----------------------------------------------------------------------------
+    def cache_encoder(self) -> ImageEncoder:
+        """What the feature cache stores for each image view: by default the backbone's image
+        features; a method may cache more (AD-CLIP: the per-layer statistics too)."""
+        return cast(ImageEncoder, self.backbone)
+
     def image_features(self, batch: Mapping[str, Tensor]) -> Tensor:
         """L2-normalised image features ``[B, D]`` (fp32) from the cache or the frozen encoder."""
         if "features" in batch:

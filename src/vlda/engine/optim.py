@@ -16,5 +16,7 @@ def build_optimizer(groups: Sequence[Any], cfg: OptimConfig) -> torch.optim.Opti
     if not groups:
         raise ValueError("the method has no trainable parameters to optimise")
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
+        )
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)

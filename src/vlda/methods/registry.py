@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from vlda.methods.base import Method
 from vlda.methods.cdan import CDAN
+from vlda.methods.cmkd import CMKD
 from vlda.methods.coop import CoOp
 from vlda.methods.dann import DANN
 from vlda.methods.dapl import DAPL
@@ -15,7 +16,7 @@ from vlda.methods.zeroshot import ZeroShot
 
 METHODS: dict[str, type[Method]] = {
     m.name: m
-    for m in (ZeroShot, CoOp, DAPL, PGA, MPGA)
+    for m in (ZeroShot, CoOp, DAPL, PGA, MPGA, CMKD)
     + (SourceOnly, DANN, CDAN, MCC, FixMatch)  # classic baselines (image classifiers)
 }
 

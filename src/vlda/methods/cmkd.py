@@ -42,7 +42,8 @@ BatchNorm in eval mode with its affine weights still trained (``fix_bn`` only ca
 the losses are computed from log-softmax in fp32 (the code takes ``log`` of a softmax, which is
 ``-inf`` when a probability underflows), and a class column summing to 0 cannot divide by zero.
 One encoder pass covers the source, target and strong batches (the code runs three; identical
-results, since BatchNorm in the encoder is in eval mode).
+results, since BatchNorm in the encoder is in eval mode). Under mixed precision only the encoder
+runs in bf16/fp16; both heads and every loss are computed in fp32.
 """
 
 from __future__ import annotations
@@ -237,15 +238,18 @@ class CMKD(Method):
         return self.backbone.encode_image(batch["images"]).float()
 
     def logits(self, features: Tensor) -> Tensor:
-        """The task head's logits ``[B, C]`` (the prediction; no text encoder)."""
-        return self.head(features)
+        """The task head's logits ``[B, C]`` (the prediction; no text encoder), in fp32 under
+        mixed precision too (the head is small; only the encoder runs in bf16/fp16)."""
+        with torch.autocast(features.device.type, enabled=False):
+            return self.head(features.float())
 
     def clip_logits(self, features: Tensor) -> Tensor:
         """The zero-shot head on the same features: ``exp(t) · normalize(f) @ w.T`` ``[B, C]``."""
         if self.text_features.numel() == 0:
             self.text_features = self._encode_prompts().to(features.device)
-        f = F.normalize(features.float(), dim=-1)
-        return self.backbone.logit_scale * f @ self.text_features.t()
+        with torch.autocast(features.device.type, enabled=False):  # logit scale 100: keep fp32
+            f = F.normalize(features.float(), dim=-1)
+            return self.backbone.logit_scale * f @ self.text_features.t()
 
     def loss_weights(self) -> dict[str, float]:
         p = self.params
@@ -282,7 +286,7 @@ class CMKD(Method):
         views = self._views(source, target)
         feats = self.image_features({"images": torch.cat(views)}).split([len(v) for v in views])
         y = source["labels"]
-        head_s, head_t = self.head(feats[0]).float(), self.head(feats[1]).float()
+        head_s, head_t = self.logits(feats[0]), self.logits(feats[1])
         clip_s, clip_t = self.clip_logits(feats[0]), self.clip_logits(feats[1])
         p_h, p_g = torch.softmax(head_t, dim=-1), torch.softmax(clip_t, dim=-1)
         alpha = kl_alpha(head_t, clip_t, p.kl_direction)
@@ -298,7 +302,7 @@ class CMKD(Method):
         metrics["cmkd/ramp"] = ramp(self.step, p.ramp_gamma, p.ramp_steps)
         if p.fixmatch:
             strong = feats[2]
-            losses["fixmatch_head"], m_h = fixmatch_loss(head_t, self.head(strong), p.fixmatch_threshold)
+            losses["fixmatch_head"], m_h = fixmatch_loss(head_t, self.logits(strong), p.fixmatch_threshold)
             losses["fixmatch_clip"], m_g = fixmatch_loss(clip_t, self.clip_logits(strong), p.fixmatch_threshold)
             metrics["fixmatch/mask_head"] = float(m_h.mean())
             metrics["fixmatch/mask_clip"] = float(m_g.mean())

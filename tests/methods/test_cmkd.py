@@ -17,7 +17,7 @@ from vlda.config import OptimConfig, build_config
 from vlda.data.transforms import JitterRandAugmentTransform, PairTransform, train_transform
 from vlda.engine import trainer as trainer_mod
 from vlda.engine.checkpoint import load_safe
-from vlda.engine.experiment import run
+from vlda.engine.experiment import evaluate_run, run
 from vlda.engine.optim import build_optimizer
 from vlda.engine.stepper import take_step
 from vlda.gradients.sum import SumStrategy
@@ -356,6 +356,9 @@ def test_cmkd_fixmatch_run_killed_and_resumed_is_bitwise_equal(color_data, tmp_p
     assert summary["method"] == "cmkd" and summary["config"]["cache"]["enabled"] is False
     want = load_safe(tmp_path / "straight" / "checkpoint.pt")
     assert any(k.startswith("backbone.model.visual.") for k in want["trainable"])
+    scored = evaluate_run(_config(color_data, tmp_path / "straight"), tmp_path / "straight" / "last.pt")
+    last = summary["results"]["last"]
+    assert (scored["target/acc"], scored["source_val/acc"]) == (last["target_acc"], last["source_val_acc"])
 
     real = kill_after_first_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):

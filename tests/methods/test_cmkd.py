@@ -211,6 +211,15 @@ def test_resnet_batchnorm_and_head_bn_bias_stay_frozen_after_a_step(bn_affine):
     assert "head.0.bias" not in state and "buffer:head.0.running_mean" in state
 
 
+def test_bad_options_are_refused_in_one_sentence():
+    for bad, match in [({"ramp_steps": 0}, "ramp_steps"), ({"fixmatch_threshold": 1.5}, "fixmatch_threshold"),
+                       ({"kl_direction": "both"}, "kl_direction"), ({"lambda1": -1}, "lambda1")]:
+        with pytest.raises(ValueError, match=match):
+            CMKD.make_params(bad)
+    with pytest.raises(ValueError, match="template"):
+        make(template="a photo")
+
+
 def test_text_tower_frozen_and_head_initialised_as_official():
     m = make()
     trained = {n for n, p in m.named_parameters() if p.requires_grad}

@@ -51,9 +51,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -67,6 +68,7 @@ from vlda.gradients.base import Objectives
 from vlda.methods.base import Method
 
 _BN = nn.modules.batchnorm._BatchNorm
+NonNegative = Annotated[float, Field(ge=0)]
 
 
 @dataclass
@@ -80,19 +82,19 @@ class CMKDParams:
     """
 
     template: str = "a photo of a {}."
-    lambda1: float = 0.25
-    lambda2: float = 0.1
-    lambda3: float = 0.025
-    label_smoothing: float = 0.1
+    lambda1: NonNegative = 0.25
+    lambda2: NonNegative = 0.1
+    lambda3: NonNegative = 0.025
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
     kl_direction: Literal["code", "paper"] = "code"
-    ramp_gamma: float = 1.0
-    ramp_steps: int = 10_000
-    lr_head: float | None = None
+    ramp_gamma: NonNegative = 1.0
+    ramp_steps: Annotated[int, Field(gt=0)] = 10_000
+    lr_head: Annotated[float, Field(gt=0)] | None = None
     bn_affine: Literal["trained", "frozen"] = "trained"
     gradient_checkpointing: bool = False
     fixmatch: bool = False
-    fixmatch_weight: float = 0.5
-    fixmatch_threshold: float = 0.95
+    fixmatch_weight: NonNegative = 0.5
+    fixmatch_threshold: Annotated[float, Field(ge=0, le=1)] = 0.95
 
 
 def gini_impurity(probs: Tensor, weights: Tensor | float = 1.0) -> Tensor:

@@ -5,6 +5,7 @@ a killed-and-resumed run through the engine."""
 
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -382,3 +383,17 @@ def test_cmkd_fixmatch_run_killed_and_resumed_is_bitwise_equal(color_data, tmp_p
     line = [r for r in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines() if r][-1]
     assert '"train/cmkd/ramp"' in line and '"train/fixmatch/mask_clip"' in line
 
+
+
+def test_a_shipped_fixmatch_config_runs_end_to_end(color_data, tmp_path):
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).parents[2] / "configs" / "cmkd_officehome_vitb16_fixmatch.yaml").read_text())
+    raw["data"] = {"custom": {"root": str(color_data), "domains": {"src": "src", "tgt": "tgt"}},
+                   "source": ["src"], "target": "tgt", "source_val_fraction": 0.25}
+    raw["model"] = {"backbone": "tiny", "name": "vit", "pretrained": None}
+    raw["train"].update(steps=2, batch_size=4, eval_every=2, progress=False)
+    raw["output"] = str(tmp_path / "run")
+    summary = run(build_config(raw))
+    assert summary["config"]["method"]["fixmatch"] is True and summary["config"]["optim"]["nesterov"] is True
+    assert (tmp_path / "run" / "last.pt").is_file()

@@ -385,6 +385,7 @@ def test_cmkd_fixmatch_run_killed_and_resumed_is_bitwise_equal(color_data, tmp_p
 
 
 
+@pytest.mark.slow
 def test_a_shipped_fixmatch_config_runs_end_to_end(color_data, tmp_path):
     import yaml
 

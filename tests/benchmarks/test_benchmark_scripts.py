@@ -55,8 +55,18 @@ def test_gh_cost_compares_every_strategy_with_the_sum(tmp_path: Path) -> None:
     assert {"sum", "gh", "ghpp", "pcgrad"} <= set(rows) and rows["sum"]["x_sum"] == 1.0
 
 
+def test_cmkd_speed_compares_vlda_with_the_official_step(tmp_path: Path) -> None:
+    out = tmp_path / "cmkd.json"
+    _main("cmkd_speed")(["--models", "tiny", "--batch", "2", "--classes", "3", "--steps", "1",
+                         "--warmup", "0", "--repeats", "1", "--threads", "1", "--out", str(out)])
+    (model,) = json.loads(out.read_text())["models"]
+    rows = {r["setting"]: r for r in model["rows"]}
+    assert set(rows) == {"official", "official_rst", "vlda"} and rows["official"]["x_official_time"] == 1.0
+    assert all(r["images_per_s"] > 0 for r in rows.values()) and "official_rst_overhead_pct" in model
+
+
 def teardown_module() -> None:
-    for name in ("dapl_speed", "pga_speed", "gh_cost", "bench_common"):
+    for name in ("dapl_speed", "pga_speed", "gh_cost", "cmkd_speed", "bench_common"):
         sys.modules.pop(name, None)
 
 

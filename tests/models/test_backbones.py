@@ -47,6 +47,15 @@ def test_image_features_and_interface(variant):
     assert b.fingerprint != load_backbone("tiny:vit" if variant != "vit" else "tiny:resnet").fingerprint
 
 
+@pytest.mark.parametrize("variant", ["vit", "resnet", "hf"])
+def test_image_tower_holds_exactly_what_encode_image_uses(variant):
+    b = load_backbone(f"tiny:{variant}").requires_grad_(True)
+    b.encode_image(torch.randn(2, 3, b.image_size, b.image_size)).square().sum().backward()
+    used = {id(p) for p in b.parameters() if p.grad is not None}
+    tower = {id(p) for p in b.image_tower().parameters()}
+    assert used == tower and tower < {id(p) for p in b.parameters()}  # and no text parameter
+
+
 def test_tiny_models_are_deterministic():
     a, b = load_backbone("tiny:vit"), load_backbone("tiny:vit")
     for p, q in zip(a.parameters(), b.parameters(), strict=True):

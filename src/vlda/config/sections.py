@@ -135,15 +135,26 @@ class TrainConfig(Section):
 
 class OptimConfig(Section):
     """``sgd`` (the Dassl-based official configs), ``adam`` (AD-CLIP; L2 weight decay added to
-    the gradient, as Dassl's ``adam``) or ``adamw`` (PGA's ``LA/`` path, ViT configs). ``clip_grad_norm``: clip the global gradient norm (of the unscaled gradients)
-    to this value before each step; ``None`` (default) does not clip."""
+    the gradient, as Dassl's ``adam``) or ``adamw`` (PGA's ``LA/`` path, ViT configs).
+    ``nesterov``: Nesterov momentum (SGD only; the CMKD and TLlib code use it).
+    ``clip_grad_norm``: clip the global gradient norm (of the unscaled gradients) to this value
+    before each step; ``None`` (default) does not clip."""
 
     name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.002, gt=0)
     momentum: float = Field(0.9, ge=0)
+    nesterov: bool = False
     weight_decay: float = Field(5e-4, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     clip_grad_norm: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _nesterov(self) -> OptimConfig:
+        if self.nesterov and self.name != "sgd":
+            raise ValueError(f"optim.nesterov applies to sgd only; remove it or set optim.name: sgd (got {self.name})")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("optim.nesterov needs a momentum > 0 (set optim.momentum, e.g. 0.9)")
+        return self
 
 
 class ScheduleConfig(Section):

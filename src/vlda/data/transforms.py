@@ -333,3 +333,82 @@ class PairTransform(_Transform):
     def __call__(self, img: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
         rng = rng if rng is not None else np.random.default_rng()
         return torch.stack([self.first(img, rng), self.second(img, rng)])
+
+
+def _color_jitter(
+    img: Image.Image, strength: tuple[float, float, float], rng: np.random.Generator
+) -> Image.Image:
+    """torchvision's ``ColorJitter(b, c, s, 0)`` on a PIL image, drawn from ``rng``: factors
+    ``U[max(0, 1 - x), 1 + x]`` for brightness, contrast and saturation, applied in a random
+    order, each with PIL's ``ImageEnhance`` (what torchvision calls for PIL images)."""
+    from PIL import ImageEnhance
+
+    enhancers = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
+    factors = [float(rng.uniform(max(0.0, 1.0 - x), 1.0 + x)) if x > 0 else None for x in strength]
+    for i in rng.permutation(3):
+        if factors[i] is not None:
+            img = enhancers[i](img).enhance(factors[i])
+    return img
+
+
+class JitterRandAugmentTransform(TrainTransform):
+    """The strong view of CMKD + FixMatch (Zhou & Zhou 2024, ``utils/FixMatch.py`` of
+    ``Wenlve-Zhou/VLP-UDA``): the weak view's crop and flip, then ``ColorJitter(0.4, 0.4, 0.4,
+    0)``, then timm's RandAugment ``rand-n2-m10-mstd0.5`` (translation 45% of the size, fill the
+    mean colour, as the official ``ra_params``).
+
+    timm draws from Python's and numpy's global generators; they are seeded from ``rng`` for
+    the call and restored afterwards, so the view is still a function of ``(image, rng)``.
+    The official strong view centre-crops a 256-pixel resize instead of the weak view's crop.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        scale: tuple[float, float] = (0.08, 1.0),
+        flip: bool = True,
+        jitter: tuple[float, float, float] = (0.4, 0.4, 0.4),
+        rand_augment: str = "rand-n2-m10-mstd0.5",
+    ):
+        super().__init__(size, mean, std, scale=scale, flip=flip)
+        self.jitter = (float(jitter[0]), float(jitter[1]), float(jitter[2]))
+        self.rand_augment = str(rand_augment)
+        self._ra: Callable[[Image.Image], Image.Image] | None = None
+
+    def params(self) -> dict:
+        return {**super().params(), "jitter": self.jitter, "rand_augment": self.rand_augment}
+
+    def _randaugment(self) -> Callable[[Image.Image], Image.Image]:
+        if self._ra is None:
+            from timm.data.auto_augment import rand_augment_transform
+
+            hparams = {
+                "translate_const": int(self.size * 0.45),
+                "img_mean": tuple(min(255, round(255 * m)) for m in self.mean),
+            }
+            self._ra = rand_augment_transform(self.rand_augment, hparams)
+        return self._ra
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
+        import random
+
+        rng = rng if rng is not None else np.random.default_rng()
+        img = _to_rgb(img)
+        box = self.crop_box(img.width, img.height, rng)
+        img = img.resize((self.size, self.size), _BICUBIC, box=box)
+        if self.flip and rng.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        img = _color_jitter(img, self.jitter, rng)
+        ra = self._randaugment()
+        seed = int(rng.integers(2**32))
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            random.seed(seed)
+            np.random.seed(seed)
+            img = ra(img)
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+        return to_tensor(img, self.mean, self.std)

@@ -17,7 +17,9 @@ def build_optimizer(groups: Sequence[Any], cfg: OptimConfig) -> torch.optim.Opti
     if not groups:
         raise ValueError("the method has no trainable parameters to optimise")
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
+        )
     if cfg.name == "adam":  # L2 weight decay added to the gradient (Dassl's "adam": AD-CLIP)
         return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)

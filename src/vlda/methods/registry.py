@@ -5,6 +5,7 @@ from __future__ import annotations
 from vlda.methods.adclip import ADCLIP
 from vlda.methods.base import Method
 from vlda.methods.cdan import CDAN
+from vlda.methods.cmkd import CMKD
 from vlda.methods.coop import CoOp
 from vlda.methods.dann import DANN
 from vlda.methods.dapl import DAPL
@@ -16,7 +17,7 @@ from vlda.methods.zeroshot import ZeroShot
 
 METHODS: dict[str, type[Method]] = {
     m.name: m
-    for m in (ZeroShot, CoOp, DAPL, PGA, MPGA, ADCLIP)
+    for m in (ZeroShot, CoOp, DAPL, PGA, MPGA, ADCLIP, CMKD)
     + (SourceOnly, DANN, CDAN, MCC, FixMatch)  # classic baselines (image classifiers)
 }
 

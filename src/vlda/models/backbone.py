@@ -73,6 +73,17 @@ class VisionLanguageBackbone(nn.Module, ABC):
     def logit_scale(self) -> float:
         """CLIP's temperature ``exp(t)`` (100 for the released models)."""
 
+    def image_tower(self) -> nn.Module:
+        """The module whose parameters :meth:`encode_image` uses (the image encoder a method
+        may fine-tune, e.g. CMKD). Its parameters keep the names of the tower's own
+        ``named_parameters()``."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its image tower")
+
+    def set_image_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the image tower's activations in the backward pass instead of storing
+        them (less memory, one more forward). ``ValueError`` when the tower cannot."""
+        raise ValueError(f"{self.name}: gradient checkpointing of the image tower is not supported")
+
     def tokenize(self, texts: Sequence[str]) -> Tensor:
         """Texts -> token ids ``[N, context_length]`` with the real CLIP BPE vocabulary."""
         return clip_tokenize(texts, self.context_length)

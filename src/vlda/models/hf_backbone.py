@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from vlda.models.backbone import VisionLanguageBackbone
 
@@ -64,6 +64,11 @@ class HFClipBackbone(VisionLanguageBackbone):
     def encode_image(self, images: Tensor) -> Tensor:
         out = self.model.get_image_features(pixel_values=images)
         return out if isinstance(out, Tensor) else out.pooler_output
+
+    def image_tower(self) -> nn.Module:
+        """``vision_model`` and ``visual_projection``, in a ``ModuleDict`` built on each call
+        (not registered, so no parameter is listed twice in the backbone)."""
+        return nn.ModuleDict({"vision_model": self.model.vision_model, "visual_projection": self.model.visual_projection})
 
     def embed_tokens(self, tokens: Tensor) -> Tensor:
         return self.model.text_model.embeddings.token_embedding(tokens)

@@ -63,6 +63,20 @@ class OpenClipBackbone(VisionLanguageBackbone):
     def encode_image(self, images: Tensor) -> Tensor:
         return self.model.encode_image(images)
 
+    def image_tower(self) -> nn.Module:
+        """``model.visual`` (a ``VisionTransformer`` or ``ModifiedResNet``)."""
+        return self.model.visual
+
+    def set_image_grad_checkpointing(self, enable: bool = True) -> None:
+        """ViT towers only: open_clip's ``ModifiedResNet.set_grad_checkpointing`` does nothing."""
+        blocks = getattr(self.model.visual, "transformer", None)
+        if blocks is None or not hasattr(blocks, "grad_checkpointing"):
+            raise ValueError(
+                f"{self.name}: gradient checkpointing needs a ViT image tower; open_clip's "
+                f"{type(self.model.visual).__name__} does not support it"
+            )
+        blocks.grad_checkpointing = bool(enable)
+
     def embed_tokens(self, tokens: Tensor) -> Tensor:
         return self.model.token_embedding(tokens)
 

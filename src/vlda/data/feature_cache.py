@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from vlda.data.dataset import BadImageError, ImageDataset
 from vlda.data.encoder import ImageEncoder
+from vlda.data.heartbeat import Heartbeat
 from vlda.data.transforms import Transform, fingerprint
 
 FORMAT_VERSION = 1
@@ -307,6 +308,8 @@ def _build(
         if device.type == "cuda"
         else torch.autocast("cpu", enabled=False)
     )
+    beat = Heartbeat(f"feature cache of {n} images x {1 + n_views} views ({name})", n * (1 + n_views), not progress)
+    beat.start(f"in {out_dir.parent}")
     was_training = backbone.training
     backbone.eval()
     try:
@@ -331,9 +334,11 @@ def _build(
                         out.cpu().numpy().astype(np.float16)
                     )
                 bar.update(len(batch["indices"]) + len(batch["bad"]))
+                beat.update(len(batch["indices"]) + len(batch["bad"]))
     finally:
         bar.close()
         backbone.train(was_training)
+    beat.end(f"{len(bad_paths)} unreadable" if bad_paths else "")
     for i in bad_paths:
         valid[i] = False
         feats[i] = 0

@@ -271,3 +271,17 @@ def test_list_names_every_registered_method_and_strategy_and_says_what_is_offlin
     text = capsys.readouterr().out
     assert "tiny:* are random models for tests" in text
     assert "timm:efficientnet_lite0@imagenet" in text and "offline" in text
+
+
+def test_a_damaged_hugging_face_folder_is_one_sentence(tmp_path):
+    pytest.importorskip("transformers")
+    from vlda.models.loading import load_backbone
+
+    tiny = load_backbone("tiny:hf")
+    tiny.model.save_pretrained(tmp_path)
+    weights = next(p for p in tmp_path.iterdir() if p.suffix in (".safetensors", ".bin"))
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(DamagedWeightsError) as err:
+        load_backbone(f"hf:{tmp_path}")
+    msg = str(err.value)
+    assert msg.startswith(f"the Hugging Face model folder {tmp_path} is damaged (") and "\n" not in msg

@@ -185,6 +185,11 @@ def test_check_custom_from_the_cli(tmp_path, capsys):
     run = {"data": {"custom": spec, "source": ["a"], "target": "b"}, "model": {"backbone": "tiny", "name": "vit"}}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
     assert _cli("data", "check", "--config", str(tmp_path / "run.yaml")) == 0
+    moved = tmp_path / "moved"
+    (tmp_path / "data").rename(moved)
+    assert _cli("data", "check", "--config", str(tmp_path / "run.yaml"), f"data.custom.root={moved}") == 0
+    assert f"at {moved}" in capsys.readouterr().out
+    moved.rename(tmp_path / "data")
     for f in (tmp_path / "data" / "b" / "y").iterdir():
         f.unlink()
     assert _cli("data", "check", "--config", str(tmp_path / "run.yaml")) == 1

@@ -1,9 +1,9 @@
 """``vlda data``: commands about datasets on disk.
 
 ``vlda data check BENCHMARK --root DIR [--domains a b] [--no-verify-images]`` checks a
-registered benchmark; ``vlda data check --config RUN.yaml`` the data a run config reads (its
-benchmark's domains, or its ``data.custom`` dataset); ``vlda data check --custom SPEC.yaml`` a
-bring-your-own dataset spec (the ``data.custom`` mapping, alone in the file or under
+registered benchmark; ``vlda data check --config RUN.yaml [key=value ...]`` the data a run
+config reads (its benchmark's domains, or its ``data.custom`` dataset);
+``vlda data check --custom SPEC.yaml`` a bring-your-own dataset spec (the ``data.custom`` mapping, alone in the file or under
 ``data: custom:``). Each prints what was found (layout, counts per domain and class, missing /
 extra / unreadable / high-bit-depth files, class folders that do not match or hold no image)
 and exits 0 when all is well, 1 when there are problems, and 2 for a command that cannot be
@@ -39,7 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(--config), or a bring-your-own spec (--custom). Exit code 0 when all is well, 1 "
         "when there are problems.",
     )
-    check.add_argument("benchmark", nargs="?", help="benchmark id (see `vlda list`), with --root")
+    check.add_argument(
+        "targets", nargs="*", metavar="BENCHMARK | key=value",
+        help="a benchmark id (see `vlda list`) with --root; or, with --config, config overrides "
+        "(e.g. data.custom.root=/data/mine)",
+    )
     check.add_argument("--root", type=Path, help="folder holding the benchmark (or its parent)")
     check.add_argument("--config", "-c", type=Path, help="a run config: check the data it reads")
     check.add_argument("--custom", type=Path, help="a YAML file holding a data.custom spec")
@@ -73,15 +77,21 @@ def _report(args: argparse.Namespace) -> CheckReport:
     from vlda.data.check import check_benchmark
     from vlda.data.check_custom import check_custom
 
-    given = [x for x in (args.benchmark, args.config, args.custom) if x is not None]
-    if len(given) != 1:
-        raise ValueError("give one of: a benchmark id with --root, --config RUN.yaml, or --custom SPEC.yaml")
+    overrides = [t for t in args.targets if "=" in t]
+    names = [t for t in args.targets if "=" not in t]
+    benchmark = names[0] if len(names) == 1 else None
+    given = [x for x in (benchmark, args.config, args.custom) if x is not None]
+    if len(given) != 1 or len(names) > 1 or (overrides and args.config is None):
+        raise ValueError(
+            "give one of: a benchmark id with --root, --config RUN.yaml [key=value ...], or "
+            "--custom SPEC.yaml"
+        )
     if args.custom is not None:
         return check_custom(_custom_spec(args.custom), args.verify_images, name=str(args.custom))
     if args.config is not None:
         from vlda.config import load_config
 
-        data = load_config(args.config).data
+        data = load_config(args.config, overrides).data
         if data.custom is not None:
             return check_custom(data.custom, args.verify_images, name=str(args.config))
         if not data.root:
@@ -89,8 +99,8 @@ def _report(args: argparse.Namespace) -> CheckReport:
         domains = args.domains or [*data.source, data.target]
         return check_benchmark(str(data.benchmark), data.root, domains, args.verify_images)
     if args.root is None:
-        raise ValueError(f"give --root: the folder that holds {args.benchmark}")
-    return check_benchmark(args.benchmark, args.root, args.domains, args.verify_images)
+        raise ValueError(f"give --root: the folder that holds {benchmark}")
+    return check_benchmark(str(benchmark), args.root, args.domains, args.verify_images)
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -89,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        print(f"vlda {args.command}: error: no space left on the device: {err}; free some space "
+        where = f" ({err.filename} could not be written)" if err.filename else ""
+        print(f"vlda {args.command}: error: no space left on the device{where}; free some space "
               "and run the command again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

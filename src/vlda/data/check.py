@@ -16,11 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
 from vlda.data.benchmarks import Benchmark, get_benchmark
-from vlda.data.decode import is_high_bit_depth, load_image
+from vlda.data.decode import decode, is_high_bit_depth
 from vlda.data.readers import locate_domain, read_source, walk_images
 
 _EXAMPLES = 5  # paths shown per problem in messages; the report keeps them all
@@ -99,9 +98,7 @@ def inspect_image(path: str | os.PathLike) -> tuple[str | None, bool]:
     counts as unreadable), else the error as text; ``high_bit_depth`` when its pixels hold more
     than 8 bits (they are scaled into 0..255)."""
     try:
-        with Image.open(path) as img:
-            mode = img.mode
-        load_image(path)
+        _, mode = decode(path)
     except Exception as err:  # PIL raises many types for corrupt files
         return f"{type(err).__name__}: {err}", False
     return None, is_high_bit_depth(mode)

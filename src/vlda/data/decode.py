@@ -22,7 +22,7 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["HIGH_BIT_MODES", "is_high_bit_depth", "load_image", "to_8bit"]
+__all__ = ["HIGH_BIT_MODES", "decode", "is_high_bit_depth", "load_image", "to_8bit"]
 
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 HIGH_BIT_MODES = SIXTEEN_BIT_MODES | {"I", "F"}
@@ -59,16 +59,23 @@ def to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.rint(scaled).clip(0, 255).astype(np.uint8), mode="L")
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode an image (a truncated file fails here, not in a transform), apply
-    its EXIF orientation, and return it as ``RGB`` or ``L`` with 8 bits per channel."""
+def decode(path: str | os.PathLike) -> tuple[Image.Image, str]:
+    """``(image, mode of the file)``: :func:`load_image`, and the mode the file was stored in
+    (e.g. ``I;16``), for reports."""
     with Image.open(path) as opened:
         opened.load()
         img = ImageOps.exif_transpose(opened)
         if img is opened:  # exif_transpose may return the image itself: detach it from the file
             img = opened.copy()
-    if img.mode in ("RGB", "L"):
-        return img
-    if is_high_bit_depth(img.mode):
-        return to_8bit(img)
-    return img.convert("RGB")
+    mode = img.mode
+    if mode in ("RGB", "L"):
+        return img, mode
+    if is_high_bit_depth(mode):
+        return to_8bit(img), mode
+    return img.convert("RGB"), mode
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode an image (a truncated file fails here, not in a transform), apply
+    its EXIF orientation, and return it as ``RGB`` or ``L`` with 8 bits per channel."""
+    return decode(path)[0]

@@ -511,7 +511,7 @@ def load_domain(
         raise ValueError(
             f"{b.name} domain '{domain}' (split '{split}') in {src.describe()} has no images."
         )
-    return DomainData(
+    data = DomainData(
         name=domain,
         samples=read.samples,
         classnames=b.classnames,
@@ -519,6 +519,14 @@ def load_domain(
         domain_prompt_name=b.domain_prompt_names[domain],
         split=split,
     )
+    empty = [c for c, n in zip(b.classnames, data.class_counts(), strict=True) if n == 0]
+    if empty:
+        logger.warning(
+            "warning: %s domain '%s' (split '%s') has no image of class(es) %s in %s; they stay in "
+            "the class list (%d classes)",
+            b.name, domain, split, _short(empty), src.describe(), b.num_classes,
+        )
+    return data
 
 
 def _short(items: Sequence[str], limit: int = 8) -> str:

@@ -19,6 +19,7 @@ import torch
 
 from vlda.config import ConfigError, RunConfig
 from vlda.data.dataset import BadImageLog, require_readable
+from vlda.data.readers import DomainData
 from vlda.engine.build import autocast_for, build_method, load_run_backbone, resolve_device
 from vlda.engine.checkpoint import load_safe, write_text_atomic
 from vlda.engine.evaluate import Evaluator
@@ -115,7 +116,7 @@ def _total_steps(cfg: RunConfig, src_train: list[Source]) -> int:
     return steps
 
 
-def _warn_small_domains(views: list[Source], sizes: list[int], domains: list[Any], role: str) -> None:
+def _warn_small_domains(views: list[Source], sizes: list[int], domains: list[DomainData], role: str) -> None:
     """Warn when a step takes more images from a domain than it has: they repeat in a batch."""
     for view, size, dom in zip(views, sizes, domains, strict=True):
         if 0 < len(view.pool) < size:
@@ -163,11 +164,12 @@ def build_trainer(
             "step, not a validated one", cfg.data.source_val_fraction,
         )
     t = cfg.train
-    _warn_small_domains(src_train, split_batch(t.batch_size, len(src_train)), p.data.sources, "source")
-    _warn_small_domains([tgt_train], [t.target_batch_size or t.batch_size], [p.data.target], "target")
+    src_sizes, tgt_sizes = split_batch(t.batch_size, len(src_train)), [t.target_batch_size or t.batch_size]
+    _warn_small_domains(src_train, src_sizes, p.data.sources, "source")
+    _warn_small_domains([tgt_train], tgt_sizes, [p.data.target], "target")
     workers, bad = cfg.data.num_workers, p.sources.bad_log
-    source_stream = TrainStream(src_train, split_batch(t.batch_size, len(src_train)), t.seed, 0, True, workers, bad)
-    target_stream = TrainStream([tgt_train], [t.target_batch_size or t.batch_size], t.seed, 1, False, workers, bad)
+    source_stream = TrainStream(src_train, src_sizes, t.seed, 0, True, workers, bad)
+    target_stream = TrainStream([tgt_train], tgt_sizes, t.seed, 1, False, workers, bad)
     if overwrite:
         clear_run_dir(out)
     out.mkdir(parents=True, exist_ok=True)

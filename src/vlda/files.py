@@ -73,8 +73,8 @@ def write_atomic(
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
-        if err.filename is None:  # a failed write names no file: name the destination
-            raise OSError(err.errno, err.strerror, str(path)) from err
+        if err.errno is not None and err.filename is None:  # a failed write (a full disk)
+            raise OSError(err.errno, err.strerror, str(path)) from err  # names no file: name it
         raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -119,10 +119,10 @@ class ImageScan:
 
 
 def scan_images(
-    paths: Sequence[Path], workers: int | None = None, desc: str = "verifying"
+    paths: Sequence[Path], workers: int | None = None, desc: str = "verifying", progress: bool = True
 ) -> ImageScan:
     """Decode every image (a few threads: decoding releases the GIL; a progress bar when there
-    are many) and report the unreadable and the high-bit-depth ones."""
+    are many, unless not ``progress``) and report the unreadable and the high-bit-depth ones."""
     workers = workers or min(8, os.cpu_count() or 1)
     scan = ImageScan()
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -132,7 +132,7 @@ def scan_images(
             total=len(paths),
             desc=desc,
             unit="img",
-            disable=len(paths) < _PROGRESS_MIN,
+            disable=not progress or len(paths) < _PROGRESS_MIN,
             leave=False,
         )
         for path, (err, high) in bar:
@@ -144,10 +144,10 @@ def scan_images(
 
 
 def find_unreadable(
-    paths: Sequence[Path], workers: int | None = None, desc: str = "verifying"
+    paths: Sequence[Path], workers: int | None = None, desc: str = "verifying", progress: bool = True
 ) -> list[tuple[Path, str]]:
     """The paths that cannot be read as a run reads them, with the error."""
-    return scan_images(paths, workers, desc).unreadable
+    return scan_images(paths, workers, desc, progress).unreadable
 
 
 def examples(paths: Sequence[object]) -> str:

@@ -12,6 +12,7 @@ while still being visible. ``strict=True`` raises instead.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ from torch.utils.data import Dataset
 
 from vlda.data.decode import load_image
 from vlda.data.transforms import Transform
+
+logger = logging.getLogger("vlda.data")
 
 __all__ = [
     "BadImageError", "BadImageLog", "BadImageWarning", "ImageDataset", "collate", "load_image",
@@ -153,13 +156,17 @@ class BadImageLog:
         self.skipped = int(state.get("skipped", 0))
 
 
-def require_readable(paths: Iterable[Path], setting: str = "data.strict_images") -> None:
-    """Decode every image (:func:`vlda.data.check.find_unreadable`); when some cannot be read,
-    raise one :class:`BadImageError` whose first line is one sentence and whose next lines list
-    every unreadable file with its error."""
+def require_readable(
+    paths: Iterable[Path], setting: str = "data.strict_images", progress: bool = True
+) -> None:
+    """Decode every image (:func:`vlda.data.check.find_unreadable`; a progress bar for many,
+    unless not ``progress``); when some cannot be read, raise one :class:`BadImageError` whose
+    first line is one sentence and whose next lines list every unreadable file with its error."""
     from vlda.data.check import find_unreadable
 
-    bad = find_unreadable(list(paths), desc="checking images")
+    paths = list(paths)
+    logger.info("%s=true: checking that all %d images can be read", setting, len(paths))
+    bad = find_unreadable(paths, desc="checking images", progress=progress)
     if bad:
         listed = "\n".join(f"  {p} ({err})" for p, err in bad)
         raise BadImageError(

@@ -78,7 +78,7 @@ def _prepare(cfg: RunConfig, train: bool) -> Prepared:
     data = load_run_data(cfg)
     if cfg.data.strict_images:
         domains = [*data.sources, data.target, data.target_eval]
-        require_readable(dict.fromkeys(p for d in domains for p, _ in d.samples))
+        require_readable(dict.fromkeys(p for d in domains for p, _ in d.samples), progress=cfg.train.progress)
     device = resolve_device(cfg.train.device)
     cls = method_class(cfg)
     if cfg.cache.enabled and not cls.uses_feature_cache:

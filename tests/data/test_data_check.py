@@ -197,3 +197,16 @@ def test_check_custom_from_the_cli(tmp_path, capsys):
     assert _cli("data", "check", "--custom", str(tmp_path / "nope.yaml")) == 2
     assert _cli("data", "check") == 2
     assert "give one of" in capsys.readouterr().err
+
+
+def test_check_a_benchmark_from_a_run_config(officehome, tmp_path, capsys):
+    import yaml
+
+    root, bid = officehome
+    run = {"data": {"benchmark": bid, "root": None, "source": ["art"], "target": "clipart"}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    assert _cli("data", "check", "-c", str(tmp_path / "run.yaml"), f"data.root={root}") == 0
+    out = capsys.readouterr().out
+    assert "art" in out and "clipart" in out and "product" not in out  # the config's domains only
+    assert _cli("data", "check", "-c", str(tmp_path / "run.yaml")) == 2
+    assert "gives no data.root" in capsys.readouterr().err

@@ -285,3 +285,19 @@ def test_a_damaged_hugging_face_folder_is_one_sentence(tmp_path):
         load_backbone(f"hf:{tmp_path}")
     msg = str(err.value)
     assert msg.startswith(f"the Hugging Face model folder {tmp_path} is damaged (") and "\n" not in msg
+
+
+def test_a_full_disk_during_a_feature_cache_build_is_one_sentence(tmp_path, color_data, capsys, monkeypatch):
+    from vlda.data import feature_cache
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if not hasattr(feature_cache.os, "posix_fallocate"):
+        pytest.skip("no posix_fallocate here")
+    monkeypatch.setattr(feature_cache.os, "posix_fallocate", full)
+    cfg = write_config(tmp_path, color_data)
+    assert main(["cache", "-c", str(cfg), "-q"]) == 2
+    err = _one_line(capsys)
+    assert "no space left on the device" in err and "features.npy could not be written" in err
+    assert not [p for p in (tmp_path / "cache").iterdir()]  # the half-built directory is gone

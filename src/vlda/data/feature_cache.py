@@ -26,6 +26,7 @@ later run would trust (at most a ``.tmp-*`` directory, which is never read and s
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -260,6 +261,21 @@ def _bad_message(n_bad: int, n: int, bad_paths: list[str]) -> str:
     return f"{n_bad} of {n} images could not be read: {shown}"
 
 
+def reserve_space(path: Path) -> None:
+    """Allocate the disk blocks of ``path`` now (``posix_fallocate``), so that a full disk is an
+    ``OSError`` naming the file here, not a ``SIGBUS`` that kills the process when a write
+    through the memory map finds no space. No-op where the call does not exist."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as err:
+            if err.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # not supported by this file system
+                return
+            raise OSError(err.errno, err.strerror, str(path)) from err
+
+
 def _build(
     backbone: ImageEncoder,
     samples: Sequence[Sample],
@@ -294,6 +310,7 @@ def _build(
     feats = np.lib.format.open_memmap(
         out_dir / FEATURES_FILE, mode="w+", dtype=np.float16, shape=(n, 1 + n_views, d)
     )
+    reserve_space(out_dir / FEATURES_FILE)
     valid = np.ones(n, dtype=bool)
     bad_paths: dict[int, str] = {}
     name = getattr(backbone, "name", type(backbone).__name__)

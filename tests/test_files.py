@@ -131,3 +131,16 @@ def test_imports_nothing_from_vlda() -> None:
             assert not [a.name for a in node.names if a.name.split(".")[0] == "vlda"]
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0 and (node.module or "").split(".")[0] != "vlda"
+
+
+def test_a_failed_write_names_the_destination(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def full(fd) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    with pytest.raises(OSError) as err:
+        write_text_atomic("x", tmp_path / "a.txt")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "a.txt")
+    assert list(tmp_path.iterdir()) == []

@@ -6,8 +6,8 @@ An atomic write goes to a temporary file with a unique name in the destination's
 (``.<name>.<random>.tmp``), is flushed and ``fsync``-ed, then renamed over the destination with
 ``os.replace`` (atomic on POSIX, and on Windows within one volume). A process killed at any
 moment leaves either the old file or the new one, never half a file; on any error the
-temporary file is removed. Two writers of the same file never share a temporary name; the last
-rename wins. The file gets the permissions a plain ``open(path, "w")`` would give it
+temporary file is removed, and an ``OSError`` (a full disk) names the destination. Two writers
+of the same file never share a temporary name; the last rename wins. The file gets the permissions a plain ``open(path, "w")`` would give it
 (``0o666`` less the umask), not the ``0o600`` of :func:`tempfile.mkstemp`.
 
 Writing a whole directory at once (the feature cache) is a different job: build it under a
@@ -71,6 +71,11 @@ def write_atomic(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.errno is not None and err.filename is None:  # a failed write (a full disk)
+            raise OSError(err.errno, err.strerror, str(path)) from err  # names no file: name it
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -31,7 +31,7 @@ def write_config(tmp_path, data_root, **overrides):
 def test_list_json(capsys):
     assert main(["list", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"benchmarks", "methods", "gradients", "backbones"}
+    assert set(out) == {"benchmarks", "methods", "gradients", "backbones", "offline_backbones", "backbone_notes"}
     assert {"office31", "officehome", "visda2017", "domainnet", "digits"} <= set(out["benchmarks"])
     assert {"zeroshot", "coop", "dapl", "pga", "mpga", "dann", "cdan", "mcc", "fixmatch",
             "source_only"} <= set(out["methods"])

@@ -117,3 +117,96 @@ def test_notes_do_not_fail(tmp_path):
     report = check_benchmark("_fake_pacs", root, domains=["sketch"])
     assert report.ok, report.problems
     assert any("known broken" in n for n in report.notes)
+
+
+def _custom_tree(tmp_path):
+    """A bring-your-own dataset with one of each problem: a folder domain with an empty class
+    folder, an undecodable and a 16-bit image; a list domain with a missing file and a label
+    out of range; and a third domain whose class folders differ."""
+    import numpy as np
+    from PIL import Image
+
+    from fakes import make_fake_folder_domains
+
+    make_fake_folder_domains(tmp_path, {"studio": ["mug", "pen", "stapler"], "odd": ["mug", "cup"]}, per_class=2)
+    for f in (tmp_path / "studio" / "pen").iterdir():
+        f.unlink()
+    (tmp_path / "studio" / "mug" / "broken.png").write_bytes(b"not a png")
+    Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).save(tmp_path / "studio" / "stapler" / "deep.png")
+    phone = tmp_path / "phone"
+    phone.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(tmp_path / "studio" / "mug" / "0.png", phone / name)
+    (tmp_path / "phone.txt").write_text("a.png 0\nb.png 2\ngone.png 1\nc.png 7\n")
+    return {
+        "root": str(tmp_path),
+        "domains": {"studio": "studio", "phone": {"list": "phone.txt", "images": "phone"}},
+        "classnames": ["mug", "pen", "stapler"],
+    }
+
+
+def test_check_custom_reports_every_problem(tmp_path):
+    from vlda.data.check_custom import check_custom
+
+    spec = _custom_tree(tmp_path)
+    report = check_custom(spec)
+    studio, phone = report.per_domain["studio"], report.per_domain["phone"]
+    assert studio["class_counts"] == {"mug": 3, "pen": 0, "stapler": 3}
+    assert studio["counts"]["all"]["found"] == 6
+    assert studio["empty"] == [tmp_path / "studio" / "pen"]
+    assert [p.name for p in studio["unreadable"]] == ["broken.png"]
+    assert [p.name for p in studio["high_bit_depth"]] == ["deep.png"]
+    assert [p.name for p in phone["missing"]] == ["gone.png"]
+    assert phone["class_counts"] == {"mug": 1, "pen": 0, "stapler": 1}
+    text = "\n".join(report.problems)
+    assert "class folder(s) hold no image" in text and "cannot be decoded" in text
+    assert f"{tmp_path / 'phone.txt'}:4 (label 7 outside 0..2)" in text
+    assert "phone: no images of class(es) pen" in text
+    assert any("high-bit-depth" in n for n in report.notes)
+    summary = report.summary()
+    assert "per class: mug 3, pen 0, stapler 3" in summary and "Result: NOT OK" in summary
+
+    spec["domains"]["odd"] = "odd"  # class lists that differ
+    text = "\n".join(check_custom(spec, verify_images=False).problems)
+    assert "odd: no images of class(es) pen, stapler" in text and "name no class" in text and "cup" in text
+
+
+def test_check_custom_from_the_cli(tmp_path, capsys):
+    import yaml
+
+    from fakes import make_fake_folder_domains
+
+    make_fake_folder_domains(tmp_path / "data", {"a": ["x", "y"], "b": ["x", "y"]}, per_class=2)
+    spec = {"root": str(tmp_path / "data"), "domains": {"a": "a", "b": "b"}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert _cli("data", "check", "--custom", str(tmp_path / "spec.yaml")) == 0
+    out = capsys.readouterr().out
+    assert "Result: OK (2 domain(s), 8 images)" in out and "per class: x 2, y 2" in out
+    run = {"data": {"custom": spec, "source": ["a"], "target": "b"}, "model": {"backbone": "tiny", "name": "vit"}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    assert _cli("data", "check", "--config", str(tmp_path / "run.yaml")) == 0
+    moved = tmp_path / "moved"
+    (tmp_path / "data").rename(moved)
+    assert _cli("data", "check", "--config", str(tmp_path / "run.yaml"), f"data.custom.root={moved}") == 0
+    assert f"at {moved}" in capsys.readouterr().out
+    moved.rename(tmp_path / "data")
+    for f in (tmp_path / "data" / "b" / "y").iterdir():
+        f.unlink()
+    assert _cli("data", "check", "--config", str(tmp_path / "run.yaml")) == 1
+    assert "b: 1 class folder(s) hold no image" in capsys.readouterr().out
+    assert _cli("data", "check", "--custom", str(tmp_path / "nope.yaml")) == 2
+    assert _cli("data", "check") == 2
+    assert "give one of" in capsys.readouterr().err
+
+
+def test_check_a_benchmark_from_a_run_config(officehome, tmp_path, capsys):
+    import yaml
+
+    root, bid = officehome
+    run = {"data": {"benchmark": bid, "root": None, "source": ["art"], "target": "clipart"}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    assert _cli("data", "check", "-c", str(tmp_path / "run.yaml"), f"data.root={root}") == 0
+    out = capsys.readouterr().out
+    assert "art" in out and "clipart" in out and "product" not in out  # the config's domains only
+    assert _cli("data", "check", "-c", str(tmp_path / "run.yaml")) == 2
+    assert "gives no data.root" in capsys.readouterr().err

@@ -267,3 +267,15 @@ def test_class_folder_mismatch_in_benchmark(tmp_path):
     (tmp_path / "rendered" / "seven").mkdir()
     with pytest.raises(ValueError, match=r"no folder for 1 class\(es\) \['7'\].*'seven'"):
         load_domain("demo_digits", "rendered", tmp_path)
+
+
+def test_a_benchmark_class_folder_without_images_is_a_warning(tmp_path, caplog):
+    root = make_fake_benchmark("office31", tmp_path / "o31", per_class=1, domains=["amazon"], layout="official")
+    folder = next(p for p in root.rglob("*") if p.is_dir() and p.name == "mug")
+    for f in folder.iterdir():
+        f.unlink()
+    with caplog.at_level(logging.WARNING, logger="vlda.data"):
+        data = load_domain("office31", "amazon", root)
+    assert data.num_classes == 31 and data.class_counts()[data.classnames.index("mug")] == 0
+    assert any("no image of class(es) ['mug']" in r.getMessage() and "31 classes" in r.getMessage()
+               for r in caplog.records)

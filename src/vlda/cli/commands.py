@@ -7,8 +7,10 @@ import csv
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vlda.config import RunConfig, apply_override, build_config, load_config
+if TYPE_CHECKING:
+    from vlda.config import RunConfig
 
 log = logging.getLogger("vlda")
 
@@ -21,6 +23,8 @@ def _checked(cfg: RunConfig) -> RunConfig:
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
+    from vlda.config import load_config
+
     overrides = list(args.overrides)
     if getattr(args, "quiet", False):
         overrides.append("train.progress=false")
@@ -57,6 +61,8 @@ def _run_config(run_dir: Path, overrides: list[str]) -> RunConfig:
     path = run_dir / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a vlda run directory (no config.json)")
+    from vlda.config import apply_override, build_config
+
     raw = json.loads(path.read_text())
     for o in overrides:
         apply_override(raw, o)
@@ -164,29 +170,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def catalog() -> dict[str, list[str]]:
-    from vlda.data.benchmarks import list_benchmarks
-    from vlda.gradients.registry import STRATEGIES
-    from vlda.methods.registry import METHODS
-    from vlda.models.loading import KNOWN_BACKBONES
-
-    return {
-        "benchmarks": list_benchmarks(),
-        "methods": sorted(METHODS),
-        "gradients": sorted(STRATEGIES),
-        "backbones": list(KNOWN_BACKBONES),
-    }
-
-
 def cmd_list(args: argparse.Namespace) -> int:
+    from vlda.cli.catalog import METHODS, catalog
+
     cat = catalog()
     if args.json:
         print(json.dumps(cat))
         return 0
-    for key, values in cat.items():
+    for key in ("benchmarks", "gradients"):
         print(f"{key}:")
-        for v in values:
-            print(f"  {v}")
+        print("".join(f"  {v}\n" for v in cat[key]), end="")
+    print("methods:")
+    print("".join(f"  {m:<12} {METHODS[m]}\n" for m in cat["methods"]), end="")
+    print("backbones (any other open_clip / Hugging Face / timm name works too):")
+    notes = cat["backbone_notes"]
+    print("".join(f"  {b:<40} {notes[b]}\n" for b in cat["backbones"]), end="")
+    print(f"offline without any download: {', '.join(cat['offline_backbones'])} "
+          "(tiny:* are random models for tests), or any backbone from a local weights file")
     return 0
 
 

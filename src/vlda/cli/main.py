@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Sequence
@@ -86,13 +87,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # vlda's own messages at INFO; other libraries (open_clip logs to the root logger) at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("vlda").setLevel(logging.INFO)
-    from vlda.config import ConfigError
-
     try:
         return int(args.func(args) or 0)
-    # (missing weights: WeightsNotFoundError is a FileNotFoundError)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
+    # One sentence, exit code 2, for every failure a user can cause: ConfigError and the damaged
+    # weights / unreadable images / full disk errors are ValueErrors; missing weights
+    # (WeightsNotFoundError) and missing data are FileNotFoundErrors.
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"vlda {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" ({err.filename} could not be written)" if err.filename else ""
+        print(f"vlda {args.command}: error: no space left on the device{where}; free some space "
+              "and run the command again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

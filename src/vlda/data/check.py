@@ -16,14 +16,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
 from vlda.data.benchmarks import Benchmark, get_benchmark
+from vlda.data.decode import decode, is_high_bit_depth
 from vlda.data.readers import locate_domain, read_source, walk_images
 
 _EXAMPLES = 5  # paths shown per problem in messages; the report keeps them all
 _PROGRESS_MIN = 500  # show a progress bar when verifying at least this many images
+
+
+_COUNTED = {  # per-domain lists the summary counts
+    "missing": "missing file(s)",
+    "extra": "extra file(s)",
+    "unreadable": "unreadable file(s)",
+    "high_bit_depth": "high-bit-depth image(s)",
+    "empty": "empty class folder(s)",
+}
 
 
 @dataclass
@@ -49,9 +58,11 @@ class CheckReport:
                 counts = f"{c['found']:>7}" + (f" / {exp:<7}" if exp is not None else " " * 10)
                 source = info.get("sources", {}).get(split, "")
                 lines.append(f"  {domain:<13} {split:<6} {counts} {source}")
-            for key in ("missing", "extra", "unreadable"):
+            for key, what in _COUNTED.items():
                 if info.get(key):
-                    lines.append(f"  {domain:<13} {len(info[key])} {key} file(s)")
+                    lines.append(f"  {domain:<13} {len(info[key])} {what}")
+            if info.get("class_counts"):
+                lines.append(f"  {'':<13} per class: {class_counts_text(info['class_counts'])}")
         if self.notes:
             lines.append("Notes:")
             lines += [f"  - {n}" for n in self.notes]
@@ -70,42 +81,77 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def verify_image(path: str | os.PathLike) -> str | None:
-    """``None`` if PIL can fully decode the image, else the error as text."""
+def class_counts_text(counts: dict[str, int], limit: int = 40) -> str:
+    """``mug 12, pen 0, ...`` (all classes up to ``limit``; beyond, the range and the empty ones)."""
+    if len(counts) <= limit:
+        return ", ".join(f"{c} {n}" for c, n in counts.items())
+    lo = min(counts, key=lambda c: counts[c])
+    hi = max(counts, key=lambda c: counts[c])
+    empty = [c for c, n in counts.items() if n == 0]
+    text = f"{len(counts)} classes, {counts[lo]} ({lo}) to {counts[hi]} ({hi}) images"
+    return text + (f"; none of {examples(empty)}" if empty else "")
+
+
+def inspect_image(path: str | os.PathLike) -> tuple[str | None, bool]:
+    """``(error, high_bit_depth)``: ``error`` is ``None`` when the image decodes the way a run
+    reads it (:func:`vlda.data.decode.load_image`: a mode that cannot be converted to RGB
+    counts as unreadable), else the error as text; ``high_bit_depth`` when its pixels hold more
+    than 8 bits (they are scaled into 0..255)."""
     try:
-        with Image.open(path) as img:
-            img.load()
+        _, mode = decode(path)
     except Exception as err:  # PIL raises many types for corrupt files
-        return f"{type(err).__name__}: {err}"
-    return None
+        return f"{type(err).__name__}: {err}", False
+    return None, is_high_bit_depth(mode)
 
 
-def find_unreadable(
-    paths: Sequence[Path], workers: int | None = None, desc: str = "verifying"
-) -> list[tuple[Path, str]]:
-    """The paths PIL cannot decode, with the error; a progress bar when there are many.
+def verify_image(path: str | os.PathLike) -> str | None:
+    """``None`` if the image can be read as a run reads it, else the error as text."""
+    return inspect_image(path)[0]
 
-    Decoding releases the GIL, so a few threads speed this up on large benchmarks.
-    """
+
+@dataclass
+class ImageScan:
+    """What decoding a list of images found: the unreadable ones (with the error) and the
+    high-bit-depth ones (readable; scaled into 8 bits)."""
+
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    high_bit: list[Path] = field(default_factory=list)
+
+
+def scan_images(
+    paths: Sequence[Path], workers: int | None = None, desc: str = "verifying", progress: bool = True
+) -> ImageScan:
+    """Decode every image (a few threads: decoding releases the GIL; a progress bar when there
+    are many, unless not ``progress``) and report the unreadable and the high-bit-depth ones."""
     workers = workers or min(8, os.cpu_count() or 1)
-    bad = []
+    scan = ImageScan()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(verify_image, paths, chunksize=64)
+        results = pool.map(inspect_image, paths, chunksize=64)
         bar = tqdm(
             zip(paths, results, strict=True),
             total=len(paths),
             desc=desc,
             unit="img",
-            disable=len(paths) < _PROGRESS_MIN,
+            disable=not progress or len(paths) < _PROGRESS_MIN,
             leave=False,
         )
-        for path, err in bar:
+        for path, (err, high) in bar:
             if err is not None:
-                bad.append((path, err))
-    return bad
+                scan.unreadable.append((Path(path), err))
+            elif high:
+                scan.high_bit.append(Path(path))
+    return scan
 
 
-def _examples(paths: Sequence[object]) -> str:
+def find_unreadable(
+    paths: Sequence[Path], workers: int | None = None, desc: str = "verifying", progress: bool = True
+) -> list[tuple[Path, str]]:
+    """The paths that cannot be read as a run reads them, with the error."""
+    return scan_images(paths, workers, desc, progress).unreadable
+
+
+def examples(paths: Sequence[object]) -> str:
+    """The first few items, then how many more."""
     shown = ", ".join(str(p) for p in paths[:_EXAMPLES])
     return shown + (f", ... (+{len(paths) - _EXAMPLES})" if len(paths) > _EXAMPLES else "")
 
@@ -140,6 +186,11 @@ def _check_domain(
             report.problems.append(str(err))
             continue
         info["sources"][split] = src.describe(relative_to=root)
+        if split == b.train_split:
+            counts = dict.fromkeys(b.classnames, 0)
+            for _, label in read.samples:
+                counts[b.classnames[label]] += 1
+            info["class_counts"] = counts
         expected = b.expected_counts.get((domain, split))
         info["counts"][split] = {"found": read.listed, "expected": expected}
         if expected is not None and read.listed != expected:
@@ -154,12 +205,12 @@ def _check_domain(
             }
             if match.missing:
                 report.problems.append(
-                    f"{folder}: no folder for class(es) {_examples(match.missing)}."
+                    f"{folder}: no folder for class(es) {examples(match.missing)}."
                 )
             if match.unknown or match.duplicates:
                 report.problems.append(
                     f"{folder}: folder(s) that name no {b.name} class (or repeat one): "
-                    f"{_examples(match.unknown + match.duplicates)}."
+                    f"{examples(match.unknown + match.duplicates)}."
                 )
         for list_file, n in read.label_disagreements.items():
             if list_file in seen_lists:
@@ -197,7 +248,7 @@ def _check_domain(
     if missing:
         info["missing"] = missing
         report.problems.append(
-            f"{domain}: {len(missing)} listed file(s) do not exist: {_examples(missing)}."
+            f"{domain}: {len(missing)} listed file(s) do not exist: {examples(missing)}."
         )
     if b.lists_cover_all_images:
         for folder in sorted(scan_dirs):
@@ -206,19 +257,33 @@ def _check_domain(
                 info["extra"].extend(extra)
                 report.problems.append(
                     f"{domain}: {len(extra)} image file(s) under {folder} are in no list: "
-                    f"{_examples(extra)}."
+                    f"{examples(extra)}."
                 )
     if verify:
         gone = set(missing)
         present = [p for p in files if p not in gone]
-        bad = find_unreadable(present, workers, desc=f"{b.id}/{domain}")
-        if bad:
-            info["unreadable"] = [p for p, _ in bad]
-            shown = "; ".join(f"{p} ({e})" for p, e in bad[:_EXAMPLES])
-            more = f"; ... (+{len(bad) - _EXAMPLES})" if len(bad) > _EXAMPLES else ""
-            report.problems.append(
-                f"{domain}: {len(bad)} image(s) cannot be decoded: {shown}{more}."
-            )
+        report_images(domain, present, report, info, workers, f"{b.id}/{domain}")
+
+
+def report_images(
+    domain: str, paths: Sequence[Path], report: CheckReport, info: dict, workers: int | None,
+    desc: str,
+) -> None:
+    """Decode ``paths`` of ``domain``; unreadable images are problems, high-bit-depth ones a note
+    (vlda scales them into 8 bits)."""
+    scan = scan_images(paths, workers, desc=desc)
+    bad = scan.unreadable
+    if bad:
+        info["unreadable"] = [p for p, _ in bad]
+        shown = "; ".join(f"{p} ({e})" for p, e in bad[:_EXAMPLES])
+        more = f"; ... (+{len(bad) - _EXAMPLES})" if len(bad) > _EXAMPLES else ""
+        report.problems.append(f"{domain}: {len(bad)} image(s) cannot be decoded: {shown}{more}.")
+    if scan.high_bit:
+        info["high_bit_depth"] = scan.high_bit
+        report.notes.append(
+            f"{domain}: {len(scan.high_bit)} high-bit-depth image(s) (16-bit or float), scaled "
+            f"into 8 bits when read: {examples(scan.high_bit)}."
+        )
 
 
 def check_benchmark(

@@ -12,32 +12,33 @@ while still being visible. ``strict=True`` raises instead.
 
 from __future__ import annotations
 
-import os
+import logging
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from vlda.data.decode import load_image
 from vlda.data.transforms import Transform
 
+logger = logging.getLogger("vlda.data")
 
-class BadImageError(OSError):
-    """An image file is missing, unreadable or corrupt (raised in strict mode)."""
+__all__ = [
+    "BadImageError", "BadImageLog", "BadImageWarning", "ImageDataset", "collate", "load_image",
+    "require_readable",
+]
+
+
+class BadImageError(OSError, ValueError):
+    """An image file is missing, unreadable or corrupt (raised in strict mode). Also a
+    ``ValueError``: the command line reports it as one sentence (exit code 2)."""
 
 
 class BadImageWarning(UserWarning):
     """Issued once per unreadable image file by :class:`BadImageLog`."""
-
-
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode an image (so a truncated file fails here, not in a transform)."""
-    with Image.open(path) as img:
-        img.load()
-        return img.copy() if img.mode in ("RGB", "L") else img.convert("RGB")
 
 
 class ImageDataset(Dataset):
@@ -153,3 +154,22 @@ class BadImageLog:
     def load_state_dict(self, state: Mapping) -> None:
         self._paths = dict(state.get("paths", {}))
         self.skipped = int(state.get("skipped", 0))
+
+
+def require_readable(
+    paths: Iterable[Path], setting: str = "data.strict_images", progress: bool = True
+) -> None:
+    """Decode every image (:func:`vlda.data.check.find_unreadable`; a progress bar for many,
+    unless not ``progress``); when some cannot be read, raise one :class:`BadImageError` whose
+    first line is one sentence and whose next lines list every unreadable file with its error."""
+    from vlda.data.check import find_unreadable
+
+    paths = list(paths)
+    logger.info("%s=true: checking that all %d images can be read", setting, len(paths))
+    bad = find_unreadable(paths, desc="checking images", progress=progress)
+    if bad:
+        listed = "\n".join(f"  {p} ({err})" for p, err in bad)
+        raise BadImageError(
+            f"{len(bad)} image(s) cannot be read and {setting} is true: fix or remove them, or set "
+            f"{setting}=false to skip unreadable images:\n{listed}"
+        )

@@ -26,6 +26,7 @@ later run would trust (at most a ``.tmp-*`` directory, which is never read and s
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -47,6 +48,7 @@ from tqdm.auto import tqdm
 
 from vlda.data.dataset import BadImageError, ImageDataset
 from vlda.data.encoder import ImageEncoder
+from vlda.data.heartbeat import Heartbeat
 from vlda.data.transforms import Transform, fingerprint
 
 FORMAT_VERSION = 1
@@ -259,6 +261,21 @@ def _bad_message(n_bad: int, n: int, bad_paths: list[str]) -> str:
     return f"{n_bad} of {n} images could not be read: {shown}"
 
 
+def reserve_space(path: Path) -> None:
+    """Allocate the disk blocks of ``path`` now (``posix_fallocate``), so that a full disk is an
+    ``OSError`` naming the file here, not a ``SIGBUS`` that kills the process when a write
+    through the memory map finds no space. No-op where the call does not exist."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as err:
+            if err.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # not supported by this file system
+                return
+            raise OSError(err.errno, err.strerror, str(path)) from err
+
+
 def _build(
     backbone: ImageEncoder,
     samples: Sequence[Sample],
@@ -293,6 +310,7 @@ def _build(
     feats = np.lib.format.open_memmap(
         out_dir / FEATURES_FILE, mode="w+", dtype=np.float16, shape=(n, 1 + n_views, d)
     )
+    reserve_space(out_dir / FEATURES_FILE)
     valid = np.ones(n, dtype=bool)
     bad_paths: dict[int, str] = {}
     name = getattr(backbone, "name", type(backbone).__name__)
@@ -307,6 +325,8 @@ def _build(
         if device.type == "cuda"
         else torch.autocast("cpu", enabled=False)
     )
+    beat = Heartbeat(f"feature cache of {n} images x {1 + n_views} views ({name})", n * (1 + n_views), not progress)
+    beat.start(f"in {out_dir.parent}")
     was_training = backbone.training
     backbone.eval()
     try:
@@ -331,9 +351,11 @@ def _build(
                         out.cpu().numpy().astype(np.float16)
                     )
                 bar.update(len(batch["indices"]) + len(batch["bad"]))
+                beat.update(len(batch["indices"]) + len(batch["bad"]))
     finally:
         bar.close()
         backbone.train(was_training)
+    beat.end(f"{len(bad_paths)} unreadable" if bad_paths else "")
     for i in bad_paths:
         valid[i] = False
         feats[i] = 0

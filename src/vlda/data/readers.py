@@ -221,12 +221,16 @@ def _list_error(list_file: str | os.PathLike, entry: ListEntry, why: str) -> Val
 
 
 def read_image_list(
-    list_file: str | os.PathLike, image_root: str | os.PathLike, label_offset: int = 0
+    list_file: str | os.PathLike,
+    image_root: str | os.PathLike,
+    label_offset: int = 0,
+    num_classes: int | None = None,
 ) -> list[tuple[Path, int]]:
     """Read ``relative/path label`` lines; paths are taken relative to ``image_root``.
 
     ``label_offset`` is added to every label (``-1`` for 1-based lists). A line without an
-    integer label, or a negative label, is an error naming ``file:line``.
+    integer label, or a label outside ``0..num_classes-1`` (when given; negative otherwise), is
+    an error naming ``file:line``.
     """
     list_file = Path(list_file)
     if not list_file.is_file():
@@ -239,6 +243,10 @@ def read_image_list(
         label = e.label + label_offset
         if label < 0:
             raise _list_error(list_file, e, f"label {e.label} + offset {label_offset} is negative")
+        if num_classes is not None and label >= num_classes:
+            raise _list_error(
+                list_file, e, f"label {label} is outside 0..{num_classes - 1} ({num_classes} classes)"
+            )
         samples.append((Path(os.path.join(root, e.rel)), label))
     return samples
 
@@ -503,7 +511,7 @@ def load_domain(
         raise ValueError(
             f"{b.name} domain '{domain}' (split '{split}') in {src.describe()} has no images."
         )
-    return DomainData(
+    data = DomainData(
         name=domain,
         samples=read.samples,
         classnames=b.classnames,
@@ -511,6 +519,14 @@ def load_domain(
         domain_prompt_name=b.domain_prompt_names[domain],
         split=split,
     )
+    empty = [c for c, n in zip(b.classnames, data.class_counts(), strict=True) if n == 0]
+    if empty:
+        logger.warning(
+            "warning: %s domain '%s' (split '%s') has no image of class(es) %s in %s; they stay in "
+            "the class list (%d classes)",
+            b.name, domain, split, _short(empty), src.describe(), b.num_classes,
+        )
+    return data
 
 
 def _short(items: Sequence[str], limit: int = 8) -> str:

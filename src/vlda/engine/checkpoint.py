@@ -13,19 +13,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from vlda.files import save_torch_atomic as save_atomic
 from vlda.files import write_text_atomic
+from vlda.models.weights_file import load_weights_file
 
-__all__ = ["load_safe", "save_atomic", "write_text_atomic"]
+__all__ = ["RUN_WEIGHTS_ADVICE", "load_safe", "resume_advice", "save_atomic", "write_text_atomic"]
 
 
-def load_safe(path: Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+RUN_WEIGHTS_ADVICE = "check the path, or use another of the run's weights files (selected.pt, last.pt)"
+
+
+def load_safe(path: Path, what: str = "weights file", advice: str = RUN_WEIGHTS_ADVICE) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU. A missing file raises
+    ``FileNotFoundError``; a damaged one (truncated, corrupt, holding pickled code) one sentence
+    naming it, the cause and ``advice`` (:class:`~vlda.models.weights_file.DamagedWeightsError`,
+    a ``ValueError``)."""
+    return load_weights_file(path, what, advice)
+
+
+def resume_advice(out: Path) -> str:
+    """What to do when ``out/checkpoint.pt`` cannot be loaded on ``--resume``."""
+    advice = "the run cannot be resumed from it: restart it with --overwrite (or another --out)"
+    if (Path(out) / "last.pt").is_file():
+        advice += "; its final weights in last.pt are intact (vlda eval --run DIR --weights last)"
+    return advice

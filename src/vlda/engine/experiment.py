@@ -18,19 +18,28 @@ from typing import Any
 import torch
 
 from vlda.config import ConfigError, RunConfig
-from vlda.data.dataset import BadImageLog
+from vlda.data.dataset import BadImageLog, require_readable
+from vlda.data.readers import DomainData
 from vlda.engine.build import autocast_for, build_method, load_run_backbone, resolve_device
 from vlda.engine.checkpoint import load_safe, write_text_atomic
 from vlda.engine.evaluate import Evaluator
 from vlda.engine.options import check_options, method_class
 from vlda.engine.run_data import RunData, load_run_data
-from vlda.engine.run_dir import RunLock, check_resume_config, check_run_dir, clear_run_dir
+from vlda.engine.run_dir import (
+    DISK_FULL,
+    DiskFullError,
+    RunLock,
+    check_resume_config,
+    check_run_dir,
+    clear_run_dir,
+    disk_full_error,
+)
 from vlda.engine.sampling import split_batch
 from vlda.engine.sources import SourceBuilder
 from vlda.engine.streams import Source, TrainStream
 from vlda.engine.trainer import Trainer
 from vlda.gradients.registry import get_strategy
-from vlda.methods.base import Method
+from vlda.methods.base import Method, Task
 from vlda.selection.validators import get_validator
 
 __all__ = ["build_trainer", "cache_features", "evaluate_run", "run"]
@@ -48,10 +57,28 @@ class Prepared:
     n_views: int
 
 
+def class_order(task: Task) -> str:
+    """``0: mug -> 'coffee mug', 1: pen -> 'pen', ...``: each label's class and prompt name."""
+    pairs = zip(task.classnames, task.prompt_names, strict=True)
+    return ", ".join(f"{i}: {c} -> {p!r}" for i, (c, p) in enumerate(pairs))
+
+
+def task_record(task: Task) -> dict[str, Any]:
+    """``task.json``: the task, plus ``classes``: label, class name and prompt name of each."""
+    classes = [
+        {"label": i, "name": c, "prompt_name": p}
+        for i, (c, p) in enumerate(zip(task.classnames, task.prompt_names, strict=True))
+    ]
+    return {**task.to_dict(), "classes": classes}
+
+
 def _prepare(cfg: RunConfig, train: bool) -> Prepared:
     check_options(cfg)
     torch.manual_seed(cfg.train.seed)
     data = load_run_data(cfg)
+    if cfg.data.strict_images:
+        domains = [*data.sources, data.target, data.target_eval]
+        require_readable(dict.fromkeys(p for d in domains for p, _ in d.samples), progress=cfg.train.progress)
     device = resolve_device(cfg.train.device)
     cls = method_class(cfg)
     if cfg.cache.enabled and not cls.uses_feature_cache:
@@ -90,6 +117,17 @@ def _total_steps(cfg: RunConfig, src_train: list[Source]) -> int:
     return steps
 
 
+def _warn_small_domains(views: list[Source], sizes: list[int], domains: list[DomainData], role: str) -> None:
+    """Warn when a step takes more images from a domain than it has: they repeat in a batch."""
+    for view, size, dom in zip(views, sizes, domains, strict=True):
+        if 0 < len(view.pool) < size:
+            log.warning(
+                "warning: each step takes %d images from %s domain %r, which has only %d training "
+                "images: images repeat within a batch (lower train.batch_size to avoid it)",
+                size, role, dom.name, len(view.pool),
+            )
+
+
 def build_trainer(
     cfg: RunConfig,
     out: Path | None = None,
@@ -104,6 +142,12 @@ def build_trainer(
     out = Path(out or cfg.output)
     resume = resume or resume_with_changes
     check_run_dir(out, resume, overwrite)
+    cls = method_class(cfg)
+    if cfg.train.fixed_steps == 0 and cls.trains:
+        raise ConfigError(
+            f"train.steps=0: method {cls.name!r} needs at least one training step; give "
+            "train.steps=N (N >= 1), or evaluate without training with method.name=zeroshot"
+        )
     p = _prepare(cfg, train=True)
     if resume:
         check_resume_config(out, cfg.to_dict(), resume_with_changes)
@@ -121,13 +165,17 @@ def build_trainer(
             "step, not a validated one", cfg.data.source_val_fraction,
         )
     t = cfg.train
+    src_sizes, tgt_sizes = split_batch(t.batch_size, len(src_train)), [t.target_batch_size or t.batch_size]
+    _warn_small_domains(src_train, src_sizes, p.data.sources, "source")
+    _warn_small_domains([tgt_train], tgt_sizes, [p.data.target], "target")
     workers, bad = cfg.data.num_workers, p.sources.bad_log
-    source_stream = TrainStream(src_train, split_batch(t.batch_size, len(src_train)), t.seed, 0, True, workers, bad)
-    target_stream = TrainStream([tgt_train], [t.target_batch_size or t.batch_size], t.seed, 1, False, workers, bad)
+    source_stream = TrainStream(src_train, src_sizes, t.seed, 0, True, workers, bad)
+    target_stream = TrainStream([tgt_train], tgt_sizes, t.seed, 1, False, workers, bad)
     if overwrite:
         clear_run_dir(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(json.dumps(p.data.task.to_dict(), indent=2), out / "task.json")
+    log.info("classes (label: name -> prompt name): %s", class_order(p.data.task))
+    write_text_atomic(json.dumps(task_record(p.data.task), indent=2), out / "task.json")
     validators = [get_validator(n) for n in cfg.selection.validators]
     evaluator = Evaluator(method, _eval_splits(p, src_val, tgt_eval_view), t.eval_batch_size, workers, bad)
     return Trainer(
@@ -152,8 +200,13 @@ def run(
     resume = resume or resume_with_changes
     check_run_dir(out, resume, overwrite)
     with RunLock(out):
-        trainer = build_trainer(cfg, out, resume, overwrite, resume_with_changes)
-        summary = trainer.fit(resume=resume)
+        try:
+            trainer = build_trainer(cfg, out, resume, overwrite, resume_with_changes)
+            summary = trainer.fit(resume=resume)
+        except OSError as err:
+            if err.errno in DISK_FULL and not isinstance(err, DiskFullError):
+                raise disk_full_error(out, err) from err
+            raise
     if trainer.bad_log.count:
         log.warning(trainer.bad_log.summary())
     return summary

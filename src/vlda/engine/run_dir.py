@@ -112,12 +112,15 @@ def _alive(pid: int) -> bool:
 
 
 class RunLock:
-    """``with RunLock(out):`` — exclusive use of a run directory by this process."""
+    """``with RunLock(out):`` — exclusive use of a run directory by this process. A directory
+    it created is removed again when the run wrote nothing else in it (a refused run)."""
 
     def __init__(self, out: Path) -> None:
         self.path = Path(out) / LOCK
+        self._created = False
 
     def __enter__(self) -> RunLock:
+        self._created = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
@@ -147,3 +150,30 @@ class RunLock:
     ) -> None:
         if self._holder() == os.getpid():
             self.path.unlink(missing_ok=True)
+            if self._created and not any(self.path.parent.iterdir()):
+                self.path.parent.rmdir()  # a refused run leaves no empty directory behind
+
+
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class DiskFullError(OSError, ValueError):
+    """A write of a run failed for lack of space; the message says what and how to go on (a
+    ``ValueError`` too: the command line prints it as one sentence, exit code 2)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def disk_full_error(out: Path, err: OSError) -> DiskFullError:
+    """The one-sentence error for a run in ``out`` that could not write ``err.filename``."""
+    what = err.filename or f"a file in {out}"
+    ckpt = Path(out) / "checkpoint.pt"
+    if ckpt.is_file():
+        then = (
+            f"the last checkpoint {ckpt} is intact (checkpoints are replaced atomically): free "
+            "some space, then run the same command with --resume"
+        )
+    else:
+        then = "no checkpoint had been written yet: free some space, then run the command again with --overwrite"
+    return DiskFullError(err.errno, f"no space left on the device: {what} could not be written; {then}")

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from vlda.config import OptimConfig, ScheduleConfig, TrainConfig
 from vlda.data.dataset import BadImageLog
 from vlda.engine.build import autocast_for, resolve_device
-from vlda.engine.checkpoint import load_safe, save_atomic, write_text_atomic
+from vlda.engine.checkpoint import load_safe, resume_advice, save_atomic, write_text_atomic
 from vlda.engine.evaluate import Evaluator
 from vlda.engine.optim import build_optimizer
 from vlda.engine.rng import rng_state, set_rng_state
@@ -142,7 +142,7 @@ class Trainer:
                 f"{self.out} already holds a run (checkpoint.pt); pass --resume to continue it "
                 "or choose another output directory"
             )
-        state = load_safe(ckpt_path)
+        state = load_safe(ckpt_path, "checkpoint", resume_advice(self.out))
         self.method.load_trainable_state_dict(state["trainable"])
         if stepper is not None:
             stepper.load_state_dict(state["stepper"])

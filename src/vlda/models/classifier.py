@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from vlda.models.hub import looks_like_path, offline_unless_hub_reachable, unavailable_reason
 from vlda.models.loading import WeightsNotFoundError
+from vlda.models.weights_file import local_weights_error
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -135,9 +136,12 @@ def load_image_backbone(
                 f"Weights file {path} for timm model {name} does not exist; put the state dict "
                 "there or pass another path as model.pretrained."
             )
-        model = timm.create_model(
-            name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": str(path)}
-        )
+        try:
+            model = timm.create_model(
+                name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": str(path)}
+            )
+        except Exception as err:  # torch / timm raise many types for a file they cannot load
+            raise local_weights_error(path, name, err) from err
         st = path.stat()
         weights_id = f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}"
     else:

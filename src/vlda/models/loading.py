@@ -23,34 +23,18 @@ from vlda.models.hub import (
     offline_unless_hub_reachable,
     unavailable_reason,
 )
+from vlda.models.known import KNOWN_BACKBONES
 from vlda.models.tiny import tiny_backbone
+from vlda.models.weights_file import load_weights_file, local_weights_error, weights_file_error
 
 if TYPE_CHECKING:
     from vlda.models.open_clip_backbone import OpenClipBackbone
 
 BACKBONE_KINDS = ("open_clip", "hf", "tiny")
-# The paper backbones and common LAION ones (open_clip names and tags); any other open_clip
-# name/tag pair works too, this list is what `vlda list` shows.
-KNOWN_BACKBONES = (
-    "open_clip:RN50@openai",
-    "open_clip:RN101@openai",
-    "open_clip:ViT-B-32@openai",
-    "open_clip:ViT-B-16@openai",
-    "open_clip:ViT-L-14@openai",
-    "open_clip:ViT-B-32@laion2b_s34b_b79k",
-    "open_clip:ViT-B-16@laion2b_s34b_b88k",
-    "open_clip:ViT-L-14@laion2b_s32b_b82k",
-    "hf:openai/clip-vit-base-patch16",
-    "hf:openai/clip-vit-large-patch14",
-    "tiny:vit",
-    "tiny:resnet",
-    "tiny:hf",
-    # image classifiers for the classic methods (model.backbone: timm); any timm name works
-    "timm:efficientnet_lite0@imagenet",
-    "timm:resnet50@imagenet",
-    "timm:resnet101@imagenet",
-    "timm:vit_base_patch16_224@imagenet",
-)
+__all__ = [
+    "BACKBONE_KINDS", "KNOWN_BACKBONES", "BackboneSpec", "WeightsNotFoundError", "load_backbone",
+    "load_open_clip_dir",
+]
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -144,8 +128,10 @@ def _load_open_clip(spec: BackboneSpec) -> VisionLanguageBackbone:
     try:
         with hub as offline, drop_root_log("Failed to download weights"):
             model = open_clip.create_model(spec.name, pretrained=pretrained)
-    except (RuntimeError, OSError, ValueError) as err:
-        if named:
+    except Exception as err:  # torch / open_clip raise many types for a file they cannot load
+        if not named and pretrained:
+            raise local_weights_error(Path(pretrained), spec.name, err) from err
+        if named and isinstance(err, RuntimeError | OSError | ValueError):
             raise WeightsNotFoundError(
                 f"Could not get the {pretrained!r} weights of open_clip model {spec.name}: not in "
                 f"the local cache and {unavailable_reason(offline, err)}; download them once with "
@@ -179,8 +165,11 @@ def load_open_clip_dir(directory: Path) -> OpenClipBackbone:
         )
     cfg = json.loads(cfg_path.read_text())
     model = CLIP(**cfg["model_cfg"])
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    state = load_weights_file(weights)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise local_weights_error(weights, str(directory), err) from err
     pre = cfg.get("preprocess_cfg", {})
     size = pre.get("size", cfg["model_cfg"]["vision_cfg"].get("image_size", 224))
     size = size[0] if isinstance(size, list) else size
@@ -210,7 +199,11 @@ def _load_hf(spec: BackboneSpec) -> VisionLanguageBackbone:
     try:
         with hub as offline:
             model = CLIPModel.from_pretrained(str(path) if local else spec.name)
-    except OSError as err:
+    except Exception as err:  # transformers / safetensors raise many types for a bad file
+        if local:
+            raise weights_file_error(path, err, what="Hugging Face model folder") from err
+        if not isinstance(err, OSError):
+            raise
         raise WeightsNotFoundError(
             f"Could not load Hugging Face CLIP {spec.name!r}: not a local directory, not in the "
             f"hub cache, and {unavailable_reason(offline, err)}; download it once with network "

@@ -23,7 +23,7 @@ def tiny_assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_demo_lists_the_paper_methods() -> None:
-    assert list(METHODS) == ["zeroshot", "coop", "dapl", "pga"]
+    assert list(METHODS) == ["zeroshot", "coop", "dapl", "pga", "adclip", "cmkd"]
     assert "dann+gh" in CLASSIC_METHODS and "dann+ghpp" in CLASSIC_METHODS
 
 
@@ -49,6 +49,11 @@ def test_demo_runs_every_clip_row_and_writes_the_summary(
     pga_summary = json.loads((out / "pga" / "summary.json").read_text())
     assert pga_summary["config"]["gradients"]["name"] == "pga"
     assert "cos" in json.dumps(pga_summary.get("gradients", {}))
+    # each row ran with its own official optimiser; CMKD fine-tuned the tower without the cache
+    cmkd = json.loads((out / "cmkd" / "summary.json").read_text())["config"]
+    assert cmkd["optim"]["nesterov"] and cmkd["cache"]["enabled"] is False
+    adclip = json.loads((out / "adclip" / "summary.json").read_text())["config"]
+    assert adclip["optim"]["name"] == "adam" and adclip["cache"]["enabled"]
 
 
 def test_demo_rejects_an_unknown_method(tiny_assets: Path, tmp_path: Path) -> None:

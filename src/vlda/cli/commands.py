@@ -72,9 +72,9 @@ def _weights_path(run_dir: Path, which: str) -> Path:
 def _load_weights(method, run_dir: Path, which: str) -> None:
     if not method.trains:
         return
-    from vlda.engine.checkpoint import load_safe
+    from vlda.engine.artefact import load_weights
 
-    method.load_trainable_state_dict(load_safe(_weights_path(run_dir, which)))
+    load_weights(method, _weights_path(run_dir, which))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -110,6 +110,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not paths:
         raise ValueError(f"no images ({', '.join(sorted(exts))}) under {images_dir}")
     device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)  # as `vlda train` / `eval`: the same randomly initialised layers
     backbone = load_run_backbone(cfg, device)
     method = build_method(cfg, task, backbone).to(device)
     method.setup(device)

@@ -33,13 +33,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from vlda.config import OptimConfig, ScheduleConfig, TrainConfig
+from vlda.config import OptimConfig, RstConfig, ScheduleConfig, TrainConfig
 from vlda.data.dataset import BadImageLog
+from vlda.engine.artefact import artefact_stats, expand_state, sparse_state
 from vlda.engine.build import autocast_for, resolve_device
 from vlda.engine.checkpoint import load_safe, save_atomic, write_text_atomic
 from vlda.engine.evaluate import Evaluator
 from vlda.engine.optim import build_optimizer
 from vlda.engine.rng import rng_state, set_rng_state
+from vlda.engine.rst import ResidualSparseTraining
 from vlda.engine.schedule import lr_at
 from vlda.engine.stepper import Stepper
 from vlda.engine.streams import TrainStream
@@ -67,6 +69,9 @@ class Trainer:
         bad_log: tally of unreadable images.
         extra_summary: more entries for ``summary.json`` (e.g. the splits used).
         on_eval: called with each evaluation record.
+        rst: Residual Sparse Training of the method's fine-tuned encoder (``rst`` section;
+            :mod:`vlda.engine.rst`): projected after every step, saved as a sparse residual
+            (:mod:`vlda.engine.artefact`).
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class Trainer:
         bad_log: BadImageLog | None = None,
         extra_summary: dict[str, Any] | None = None,
         on_eval: Callable[[dict[str, Any]], None] | None = None,
+        rst: RstConfig | None = None,
     ) -> None:
         self.method = method
         self.strategy = strategy
@@ -104,6 +110,8 @@ class Trainer:
         self.bad_log = bad_log if bad_log is not None else BadImageLog()
         self.extra_summary = extra_summary or {}
         self.on_eval = on_eval
+        self.rst_cfg = rst if rst is not None and rst.enabled else None
+        self.rst: ResidualSparseTraining | None = None
         self.device = resolve_device(train.device)
         self.history: list[dict[str, Any]] = []
         self._resumed_rng: dict[str, Any] | None = None
@@ -143,7 +151,8 @@ class Trainer:
                 "or choose another output directory"
             )
         state = load_safe(ckpt_path)
-        self.method.load_trainable_state_dict(state["trainable"])
+        names, theta0 = (self.rst.names, self.rst.theta0) if self.rst is not None else ([], [])
+        self.method.load_trainable_state_dict(expand_state(state["trainable"], names, theta0))
         if stepper is not None:
             stepper.load_state_dict(state["stepper"])
         self.history = json.loads(state["history"])
@@ -157,6 +166,8 @@ class Trainer:
         method = self.method.to(self.device)
         method.setup(self.device)
         stepper = self._stepper()
+        if self.rst_cfg is not None and stepper is not None:  # θ0: the pretrained weights, before any restore
+            self.rst = ResidualSparseTraining(method, self.rst_cfg.threshold)
         start = self._restore(stepper, resume)
         self._rewrite_metrics()
         write_text_atomic(json.dumps(self.config, indent=2, default=str), self.out / "config.json")
@@ -212,6 +223,8 @@ class Trainer:
             objectives = self.method.objectives(src, tgt)
         objectives.run_in = self.autocast
         diag = stepper.step(objectives)
+        if self.rst is not None:
+            self.rst.project()
         diag.update(objectives.metrics)
         if not math.isfinite(diag.get("loss/total", 0.0)):
             raise FloatingPointError(f"non-finite loss at step {step}: {diag}")
@@ -220,7 +233,7 @@ class Trainer:
     def _checkpoint(self, step: int, stepper: Stepper) -> None:
         state = {
             "step": step,
-            "trainable": self.method.trainable_state_dict(),
+            "trainable": self._weights(),
             "stepper": stepper.state_dict(),
             "history": json.dumps(self.history),
             "bad_images": self.bad_log.state_dict(),
@@ -238,9 +251,9 @@ class Trainer:
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
         if step == self.total_steps or not self.method.trains:
-            save_atomic(self.method.trainable_state_dict(), self.out / "last.pt")
+            save_atomic(self._weights(), self.out / "last.pt")
         if self._is_best_selected(rec):
-            save_atomic(self.method.trainable_state_dict(), self.out / "selected.pt")
+            save_atomic(self._weights(), self.out / "selected.pt")
         if writer is not None:
             for k, v in rec.items():
                 if isinstance(v, float):
@@ -249,6 +262,25 @@ class Trainer:
             self.on_eval(rec)
         if not self.cfg.progress:
             log.info("step %d: %s", step, {k: round(v, 4) for k, v in rec.items() if isinstance(v, float)})
+
+    def _weights(self) -> dict[str, Any]:
+        """The method's trainable state as saved: dense, or with RST the encoder as a sparse
+        residual (:func:`~vlda.engine.artefact.sparse_state`)."""
+        dense = self.method.trainable_state_dict()
+        if self.rst is None:
+            return dense
+        r = self.rst
+        return sparse_state(dense, r.names, r.theta0, r.digest, r.threshold)
+
+    def _rst_summary(self) -> dict[str, Any]:
+        """``summary.json``'s ``rst`` entry: threshold and the cost of each saved artefact."""
+        assert self.rst is not None
+        out: dict[str, Any] = {"threshold": self.rst.threshold}
+        for name in ("last", "selected"):
+            path = self.out / f"{name}.pt"
+            if path.is_file():
+                out[name] = artefact_stats(path, self.rst.theta0)
+        return out
 
     def _is_best_selected(self, rec: dict[str, Any]) -> bool:
         key = validator_key(self.validators[0].name) if self.validators else ""
@@ -283,5 +315,7 @@ class Trainer:
             "gradients": {"strategy": self.strategy.name, **summarize_diagnostics(self.history)},
             "bad_images": self.bad_log.count,
         }
+        if self.rst is not None:
+            summary["rst"] = self._rst_summary()
         write_text_atomic(json.dumps(summary, indent=2, default=str), self.out / "summary.json")
         return summary

@@ -171,7 +171,10 @@ def test_killed_and_resumed_rst_run_is_bitwise_equal(color_data, tmp_path, monke
     names, theta0 = _pretrained_encoder(_classic_config(color_data, tmp_path / "x"), tmp_path)
     a, b = expand_state(got["trainable"], names, theta0), expand_state(want["trainable"], names, theta0)
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in b)
-    assert got["stepper"]["optimizer"]["state"].keys() == want["stepper"]["optimizer"]["state"].keys()
+    gs, ws = got["stepper"]["optimizer"]["state"], want["stepper"]["optimizer"]["state"]
+    assert gs.keys() == ws.keys()
+    for i in ws:
+        assert all(torch.equal(gs[i][k], v) for k, v in ws[i].items() if torch.is_tensor(v)), i
 
 
 def test_export_load_gives_the_dense_models_predictions_through_eval_and_predict(color_data, tmp_path, capsys):
@@ -275,3 +278,35 @@ def test_rst_on_a_fine_tuned_clip_image_tower(color_data, tmp_path, monkeypatch,
     with torch.no_grad():
         assert torch.equal(fresh.logits(fresh.image_features({"images": x})),
                            dense_model.logits(dense_model.image_features({"images": x})))
+
+
+# -- checkpoint writes ------------------------------------------------------------------------------
+def test_the_weights_are_written_once_when_the_final_evaluation_is_also_selected(color_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_mod.Trainer, "_is_best_selected", lambda self, rec: True)
+    written = []
+    real = trainer_mod.save_atomic
+    monkeypatch.setattr(trainer_mod, "save_atomic", lambda obj, path: written.append(path.name) or real(obj, path))
+    run(_classic_config(color_data, tmp_path / "run", enabled=False))
+    # eval at step 3: the resume state and the (improved) selected weights; at step 6: last, its
+    # link as selected, the resume state
+    assert written == ["selected.pt", "checkpoint.pt", "last.pt", "checkpoint.pt"]
+    last, selected = tmp_path / "run" / "last.pt", tmp_path / "run" / "selected.pt"
+    assert last.samefile(selected)
+    want, got = load_safe(tmp_path / "run" / "checkpoint.pt")["trainable"], load_safe(selected)
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_link_atomic_survives_a_later_rewrite_of_its_source(tmp_path, monkeypatch, hard_links):
+    import os
+
+    from vlda.engine.checkpoint import link_atomic, save_atomic
+
+    if not hard_links:
+        monkeypatch.setattr(os, "link", lambda a, b: (_ for _ in ()).throw(OSError("no links here")))
+    save_atomic({"w": torch.ones(3)}, tmp_path / "last.pt")
+    (tmp_path / "selected.pt").write_bytes(b"old")
+    link_atomic(tmp_path / "last.pt", tmp_path / "selected.pt")
+    save_atomic({"w": torch.zeros(3)}, tmp_path / "last.pt")
+    assert torch.equal(load_safe(tmp_path / "selected.pt")["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "selected.pt"]  # no temporary left

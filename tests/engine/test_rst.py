@@ -250,25 +250,31 @@ class _ClipProbe(Method):
         return self.head(features)
 
 
-def test_rst_on_a_fine_tuned_clip_image_tower(color_data, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_rst_on_a_fine_tuned_clip_image_tower(color_data, tmp_path, monkeypatch, amp):
     monkeypatch.setitem(registry.METHODS, _ClipProbe.name, _ClipProbe)
+    calls = []
+    real_project = ResidualSparseTraining.project
+    monkeypatch.setattr(ResidualSparseTraining, "project", lambda self: calls.append(1) or real_project(self))
     cfg = build_config({
         "data": {"custom": {"root": str(color_data), "domains": {"src": "src", "tgt": "tgt"}},
                  "source": ["src"], "target": "tgt", "source_val_fraction": 0.25},
         "model": {"backbone": "tiny", "name": "vit", "pretrained": None},
         "method": {"name": _ClipProbe.name},
-        "train": {"steps": 4, "batch_size": 4, "eval_every": 2, "progress": False},
+        "train": {"steps": 4, "batch_size": 4, "eval_every": 2, "progress": False, "amp": amp},
         "optim": {"name": "adamw", "lr": 1e-3},
         "rst": {"enabled": True, "threshold": 5e-4},
         "output": str(tmp_path / "run"),
     })
     trainer = build_trainer(cfg)
     summary = trainer.fit()
+    assert len(calls) == 4  # after every optimizer step
     names, theta0 = _pretrained_encoder(cfg, tmp_path)
     assert names and all(n.startswith("backbone.model.visual.") for n in names)
     stats = summary["rst"]["last"]
     assert 0 < stats["encoder_changed"] < stats["encoder_params"] == sum(t.numel() for t in theta0)
-    for p, p0 in zip(trainer.rst.params, theta0, strict=True):  # noqa: B905
+    for p, p0 in zip(trainer.rst.params, theta0, strict=True):
+        assert p.dtype == torch.float32  # under autocast too: the weights the optimizer stepped
         d = (p.detach() - p0).abs()
         assert bool(((d == 0) | (d > 5e-4)).all())
     fresh = build_trainer(cfg, tmp_path / "fresh2").method.eval()

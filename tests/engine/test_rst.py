@@ -316,3 +316,20 @@ def test_link_atomic_survives_a_later_rewrite_of_its_source(tmp_path, monkeypatc
     save_atomic({"w": torch.zeros(3)}, tmp_path / "last.pt")
     assert torch.equal(load_safe(tmp_path / "selected.pt")["w"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "selected.pt"]  # no temporary left
+
+
+def test_vlda_train_with_rst_prints_its_cost_and_refuses_an_untrained_backbone(color_data, tmp_path, capsys):
+    import yaml
+
+    cfg = _classic_config(color_data, tmp_path / "run").to_dict()
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "-c", str(path), "-q", f"output={tmp_path / 'bad'}", "method.lr_backbone=0"]) == 2
+    err = capsys.readouterr().err
+    assert "rst.enabled" in err and "Traceback" not in err
+    assert not [p for p in (tmp_path / "bad").rglob("*") if p.is_file()]  # nothing written
+    assert main(["train", "-c", str(path), "-q"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    r = summary["rst"]["selected"]
+    assert f"rst (selected.pt): {r['encoder_changed']} of {r['encoder_params']} encoder weights kept" in out

@@ -38,6 +38,15 @@ def _print_results(summary: dict) -> None:
                 + (f"  source-val {sv:.4f}" if sv is not None else "")
                 + f"  ({r['chosen_by']})"
             )
+    rst = summary.get("rst", {})
+    which = next((n for n in ("selected", "last") if n in rst), None)
+    if which is not None:
+        r = rst[which]
+        print(
+            f"  rst ({which}.pt): {r['encoder_changed']} of {r['encoder_params']} encoder weights kept "
+            f"({r['encoder_changed_pct']:.3f}%), {r['downstream_params']} downstream parameters; "
+            f"{r['file_bytes']} bytes vs {r['dense_bytes']} dense"
+        )
 
 
 def cmd_train(args: argparse.Namespace) -> int:

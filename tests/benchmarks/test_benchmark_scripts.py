@@ -65,8 +65,18 @@ def test_cmkd_speed_compares_vlda_with_the_official_step(tmp_path: Path) -> None
     assert all(r["images_per_s"] > 0 for r in rows.values()) and "official_rst_overhead_pct" in model
 
 
+def test_rst_speed_quick_reports_both_projections_against_the_step(tmp_path: Path) -> None:
+    out = tmp_path / "rst.json"
+    _main("rst_speed")(["--quick", "--classes", "3", "--threads", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    rows = {r["setting"]: r for r in result["rows"]}
+    assert set(rows) == {"step", "rst", "rst_official_style"} and rows["step"]["x_step"] == 1.0
+    assert all(r["s_per_call"] > 0 and r["median_x_step"] > 0 for r in rows.values())
+    assert result["setup"]["tower_params"] > 0 and "command" in result
+
+
 def teardown_module() -> None:
-    for name in ("dapl_speed", "pga_speed", "gh_cost", "cmkd_speed", "bench_common"):
+    for name in ("dapl_speed", "pga_speed", "gh_cost", "cmkd_speed", "rst_speed", "adclip_speed", "bench_common"):
         sys.modules.pop(name, None)
 
 

@@ -74,7 +74,7 @@ def test_a_new_method_family_needs_no_engine_edit(color_data, tmp_path, monkeypa
 
 def test_every_hook_the_engine_uses_is_declared_on_method():
     hooks = ["objectives", "losses", "loss_weights", "param_groups", "optimizer_groups", "on_train_step",
-             "target_train_transform", "logits", "image_features", "setup", "trainable_state_dict",
+             "target_train_transform", "logits", "image_features", "setup", "trainable_state_dict", "finetuned_encoder",
              "load_trainable_state_dict"]
     facts = ["name", "Params", "trains", "backbone_kind", "image_encoder", "uses_feature_cache", "artefact"]
     for h in [*hooks, *facts]:

@@ -42,6 +42,15 @@ def _print_results(summary: dict) -> None:
                 + (f"  source-val {sv:.4f}" if sv is not None else "")
                 + f"  ({r['chosen_by']})"
             )
+    rst = summary.get("rst", {})
+    which = next((n for n in ("selected", "last") if n in rst), None)
+    if which is not None:
+        r = rst[which]
+        print(
+            f"  rst ({which}.pt): {r['encoder_changed']} of {r['encoder_params']} encoder weights kept "
+            f"({r['encoder_changed_pct']:.3f}%), {r['downstream_params']} downstream parameters; "
+            f"{r['file_bytes']} bytes vs {r['dense_bytes']} dense"
+        )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -78,9 +87,9 @@ def _weights_path(run_dir: Path, which: str) -> Path:
 def _load_weights(method, run_dir: Path, which: str) -> None:
     if not method.trains:
         return
-    from vlda.engine.checkpoint import load_safe
+    from vlda.engine.artefact import load_weights
 
-    method.load_trainable_state_dict(load_safe(_weights_path(run_dir, which)))
+    load_weights(method, _weights_path(run_dir, which))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -116,6 +125,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not paths:
         raise ValueError(f"no images ({', '.join(sorted(exts))}) under {images_dir}")
     device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)  # as `vlda train` / `eval`: the same randomly initialised layers
     backbone = load_run_backbone(cfg, device)
     method = build_method(cfg, task, backbone).to(device)
     method.setup(device)

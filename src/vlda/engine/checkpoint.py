@@ -10,6 +10,9 @@ cannot execute code.
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from vlda.files import save_torch_atomic as save_atomic
 from vlda.files import write_text_atomic
 from vlda.models.weights_file import load_weights_file
 
-__all__ = ["RUN_WEIGHTS_ADVICE", "load_safe", "resume_advice", "save_atomic", "write_text_atomic"]
+__all__ = ["RUN_WEIGHTS_ADVICE", "link_atomic", "load_safe", "resume_advice", "save_atomic", "write_text_atomic"]
 
 
 RUN_WEIGHTS_ADVICE = "check the path, or use another of the run's weights files (selected.pt, last.pt)"
@@ -37,3 +40,20 @@ def resume_advice(out: Path) -> str:
     if (Path(out) / "last.pt").is_file():
         advice += "; its final weights in last.pt are intact (vlda eval --run DIR --weights last)"
     return advice
+
+
+def link_atomic(src: Path, dst: Path) -> None:
+    """Atomically make ``dst`` a second name of the file ``src`` (a hard link: no byte written
+    twice), or an atomically replaced copy where the file system has no hard links. Replacing
+    ``src`` later (an atomic write renames a new file over it) leaves ``dst`` unchanged."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -20,10 +20,12 @@ import torch
 from vlda.config import ConfigError, RunConfig
 from vlda.data.dataset import BadImageLog, require_readable
 from vlda.data.readers import DomainData
+from vlda.engine.artefact import load_weights
 from vlda.engine.build import autocast_for, build_method, load_run_backbone, resolve_device
-from vlda.engine.checkpoint import load_safe, write_text_atomic
+from vlda.engine.checkpoint import write_text_atomic
 from vlda.engine.evaluate import Evaluator
 from vlda.engine.options import check_options, method_class
+from vlda.engine.rst import encoder_parameters
 from vlda.engine.run_data import RunData, load_run_data
 from vlda.engine.run_dir import (
     DISK_FULL,
@@ -152,6 +154,11 @@ def build_trainer(
     if resume:
         check_resume_config(out, cfg.to_dict(), resume_with_changes)
     method, t_index = p.method, len(p.data.sources)
+    if cfg.rst.enabled and not encoder_parameters(method)[1]:
+        raise ConfigError(
+            f"rst.enabled: method {method.name!r} trains no encoder parameter with this config (a "
+            "frozen or zero-learning-rate backbone); turn RST off or train the encoder"
+        )
     src_train, src_val = p.sources.source_domains(p.data.sources, p.n_views)
     tgt_train, tgt_eval_view = p.sources.views(p.data.target, t_index, p.n_views)
     if tgt_train.dataset is not None:  # e.g. FixMatch: a weak and a strong view of every image
@@ -181,7 +188,7 @@ def build_trainer(
     return Trainer(
         method, get_strategy(cfg.gradients), source_stream, target_stream, evaluator, validators,
         t, cfg.optim, cfg.schedule, _total_steps(cfg, src_train), out, headline_metric=p.data.metric,
-        config=cfg.to_dict(), bad_log=bad, extra_summary={"splits": p.data.splits},
+        config=cfg.to_dict(), bad_log=bad, extra_summary={"splits": p.data.splits}, rst=cfg.rst,
     )
 
 
@@ -222,7 +229,7 @@ def evaluate_run(cfg: RunConfig, weights: Path | None) -> dict[str, Any]:
     method = p.method.to(device)
     method.setup(device)
     if weights is not None and method.trains:
-        method.load_trainable_state_dict(load_safe(weights))
+        load_weights(method, weights)  # dense, or a sparse residual (RST) on the pretrained encoder
     t = cfg.train
     evaluator = Evaluator(
         method, splits, t.eval_batch_size, cfg.data.num_workers, p.sources.bad_log, device,

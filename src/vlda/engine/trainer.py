@@ -13,6 +13,13 @@ run (:class:`~vlda.engine.evaluate.Evaluator`) and one JSON line is appended to
 
 The method gives its objectives; the gradient strategy writes the gradients; the engine
 (:class:`~vlda.engine.stepper.Stepper`) unscales, clips, steps and updates the scaler.
+With ``rst.enabled`` the trainer then projects the fine-tuned encoder
+(:class:`~vlda.engine.rst.ResidualSparseTraining`) and saves it as a sparse residual
+(:mod:`vlda.engine.artefact`).
+
+Weights are written at most once per evaluation besides ``checkpoint.pt``: ``selected.pt`` when
+the first validator improves, ``last.pt`` at the final step (and ``selected.pt`` as a hard link
+to it when the final evaluation is also the selected one).
 
 Resuming (``resume=True``) reloads the learned tensors, the optimizer, scaler and strategy
 state, the evaluation history, the bad-image tally and the global RNG state (dropout) from the
@@ -33,13 +40,21 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from vlda.config import OptimConfig, ScheduleConfig, TrainConfig
+from vlda.config import OptimConfig, RstConfig, ScheduleConfig, TrainConfig
 from vlda.data.dataset import BadImageLog
+from vlda.engine.artefact import artefact_stats, expand_state, sparse_state
 from vlda.engine.build import autocast_for, resolve_device
-from vlda.engine.checkpoint import load_safe, resume_advice, save_atomic, write_text_atomic
+from vlda.engine.checkpoint import (
+    link_atomic,
+    load_safe,
+    resume_advice,
+    save_atomic,
+    write_text_atomic,
+)
 from vlda.engine.evaluate import Evaluator
 from vlda.engine.optim import build_optimizer
 from vlda.engine.rng import rng_state, set_rng_state
+from vlda.engine.rst import ResidualSparseTraining, encoder_parameters
 from vlda.engine.schedule import lr_at
 from vlda.engine.stepper import Stepper
 from vlda.engine.streams import TrainStream
@@ -67,6 +82,9 @@ class Trainer:
         bad_log: tally of unreadable images.
         extra_summary: more entries for ``summary.json`` (e.g. the splits used).
         on_eval: called with each evaluation record.
+        rst: Residual Sparse Training of the method's fine-tuned encoder (``rst`` section;
+            :mod:`vlda.engine.rst`): projected after every step, saved as a sparse residual
+            (:mod:`vlda.engine.artefact`).
     """
 
     def __init__(
@@ -87,6 +105,7 @@ class Trainer:
         bad_log: BadImageLog | None = None,
         extra_summary: dict[str, Any] | None = None,
         on_eval: Callable[[dict[str, Any]], None] | None = None,
+        rst: RstConfig | None = None,
     ) -> None:
         self.method = method
         self.strategy = strategy
@@ -104,6 +123,9 @@ class Trainer:
         self.bad_log = bad_log if bad_log is not None else BadImageLog()
         self.extra_summary = extra_summary or {}
         self.on_eval = on_eval
+        self.rst_cfg = rst if rst is not None and rst.enabled else None
+        self.rst: ResidualSparseTraining | None = None
+        self._weights_at: tuple[int, dict[str, Any]] | None = None
         self.device = resolve_device(train.device)
         self.history: list[dict[str, Any]] = []
         self._resumed_rng: dict[str, Any] | None = None
@@ -143,7 +165,9 @@ class Trainer:
                 "or choose another output directory"
             )
         state = load_safe(ckpt_path, "checkpoint", resume_advice(self.out))
-        self.method.load_trainable_state_dict(state["trainable"])
+        # a sparse residual (RST) is expanded onto θ0: the encoder still holds it here
+        names, theta0 = (self.rst.names, self.rst.theta0) if self.rst is not None else encoder_parameters(self.method)
+        self.method.load_trainable_state_dict(expand_state(state["trainable"], names, theta0))
         if stepper is not None:
             stepper.load_state_dict(state["stepper"])
         self.history = json.loads(state["history"])
@@ -157,6 +181,8 @@ class Trainer:
         method = self.method.to(self.device)
         method.setup(self.device)
         stepper = self._stepper()
+        if self.rst_cfg is not None and stepper is not None:  # θ0: the pretrained weights, before any restore
+            self.rst = ResidualSparseTraining(method, self.rst_cfg.threshold)
         start = self._restore(stepper, resume)
         self._rewrite_metrics()
         write_text_atomic(json.dumps(self.config, indent=2, default=str), self.out / "config.json")
@@ -212,6 +238,8 @@ class Trainer:
             objectives = self.method.objectives(src, tgt)
         objectives.run_in = self.autocast
         diag = stepper.step(objectives)
+        if self.rst is not None:
+            self.rst.project()
         diag.update(objectives.metrics)
         if not math.isfinite(diag.get("loss/total", 0.0)):
             raise FloatingPointError(f"non-finite loss at step {step}: {diag}")
@@ -220,13 +248,14 @@ class Trainer:
     def _checkpoint(self, step: int, stepper: Stepper) -> None:
         state = {
             "step": step,
-            "trainable": self.method.trainable_state_dict(),
+            "trainable": self._weights(step),
             "stepper": stepper.state_dict(),
             "history": json.dumps(self.history),
             "bad_images": self.bad_log.state_dict(),
             "rng": rng_state(),
         }
         save_atomic(state, self.out / "checkpoint.pt")
+        self._weights_at = None  # do not hold a copy of the weights until the next evaluation
 
     def _record(
         self, step: int, train_means: dict[str, float], extra: dict[str, float], elapsed: float, writer: Any
@@ -237,10 +266,7 @@ class Trainer:
         self.history.append(rec)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
-        if step == self.total_steps or not self.method.trains:
-            save_atomic(self.method.trainable_state_dict(), self.out / "last.pt")
-        if self._is_best_selected(rec):
-            save_atomic(self.method.trainable_state_dict(), self.out / "selected.pt")
+        self._save_weights(step, rec)
         if writer is not None:
             for k, v in rec.items():
                 if isinstance(v, float):
@@ -249,6 +275,41 @@ class Trainer:
             self.on_eval(rec)
         if not self.cfg.progress:
             log.info("step %d: %s", step, {k: round(v, 4) for k, v in rec.items() if isinstance(v, float)})
+
+    def _save_weights(self, step: int, rec: dict[str, Any]) -> None:
+        """``last.pt`` at the final step, ``selected.pt`` when the first validator improves. The
+        weights are written once per evaluation at most: when the final evaluation is also the
+        selected one, ``selected.pt`` is a hard link to ``last.pt``."""
+        final = step == self.total_steps or not self.method.trains
+        if final:
+            save_atomic(self._weights(step), self.out / "last.pt")
+        if self._is_best_selected(rec):
+            if final:
+                link_atomic(self.out / "last.pt", self.out / "selected.pt")
+            else:
+                save_atomic(self._weights(step), self.out / "selected.pt")
+
+    def _weights(self, step: int) -> dict[str, Any]:
+        """The method's trainable state as saved: dense, or with RST the encoder as a sparse
+        residual (:func:`~vlda.engine.artefact.sparse_state`)."""
+        if self._weights_at is not None and self._weights_at[0] == step:
+            return self._weights_at[1]  # the evaluation's weights, already gathered for another file
+        state = self.method.trainable_state_dict()
+        if self.rst is not None:
+            r = self.rst
+            state = sparse_state(state, r.names, r.theta0, r.digest, r.threshold)
+        self._weights_at = (step, state)
+        return state
+
+    def _rst_summary(self) -> dict[str, Any]:
+        """``summary.json``'s ``rst`` entry: threshold and the cost of each saved artefact."""
+        assert self.rst is not None
+        out: dict[str, Any] = {"threshold": self.rst.threshold}
+        for name in ("last", "selected"):
+            path = self.out / f"{name}.pt"
+            if path.is_file():
+                out[name] = artefact_stats(path, self.rst.theta0)
+        return out
 
     def _is_best_selected(self, rec: dict[str, Any]) -> bool:
         key = validator_key(self.validators[0].name) if self.validators else ""
@@ -283,5 +344,7 @@ class Trainer:
             "gradients": {"strategy": self.strategy.name, **summarize_diagnostics(self.history)},
             "bad_images": self.bad_log.count,
         }
+        if self.rst is not None:
+            summary["rst"] = self._rst_summary()
         write_text_atomic(json.dumps(summary, indent=2, default=str), self.out / "summary.json")
         return summary

@@ -70,9 +70,10 @@ def kill_inside_a_build(cfg, cache, log, rng, seconds):
 
 def test_sigkill_during_a_cache_build_then_resume(tmp_path, data, reference):
     want, want_features, seconds = reference
-    out, cache, rng = tmp_path / "run", tmp_path / "cache", random.Random(1)
-    cfg = coop_config(tmp_path, data, out, cache)
-    for _ in range(5):
+    rng = random.Random(1)
+    for attempt in range(5):  # a kill between or after the builds does not count: again, afresh
+        out, cache = tmp_path / f"run{attempt}", tmp_path / f"cache{attempt}"
+        cfg = coop_config(tmp_path, data, out, cache)
         if kill_inside_a_build(cfg, cache, tmp_path / "log.txt", rng, seconds):
             break
     else:

@@ -68,9 +68,10 @@ def kill_inside_a_build(cfg, cache, log, rng, seconds):
     return building(cache)
 
 
-def test_sigkill_during_a_cache_build_then_resume(tmp_path, data, reference):
+@pytest.mark.parametrize("seed", [1, *(pytest.param(s, marks=pytest.mark.slow) for s in (2, 3, 4, 5))])
+def test_sigkill_during_a_cache_build_then_resume(tmp_path, data, reference, seed):
     want, want_features, seconds = reference
-    rng = random.Random(1)
+    rng = random.Random(seed)
     for attempt in range(5):  # a kill between or after the builds does not count: again, afresh
         out, cache = tmp_path / f"run{attempt}", tmp_path / f"cache{attempt}"
         cfg = coop_config(tmp_path, data, out, cache)

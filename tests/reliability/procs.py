@@ -121,7 +121,6 @@ class Proc:
 
     process: multiprocessing.process.BaseProcess
     log: Path
-    started: float
 
     def alive(self) -> bool:
         return self.process.is_alive()
@@ -153,7 +152,7 @@ def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc
     full_env = {**os.environ, **THREADS, "PYTHONUNBUFFERED": "1", **(env or {})}
     process = _ctx().Process(target=_vlda, args=(list(args), str(log), full_env), daemon=True)
     process.start()
-    return Proc(process, log, time.monotonic())
+    return Proc(process, log)
 
 
 def run_to_end(args: list[str], log: Path, timeout: float = 300) -> str:
@@ -210,11 +209,15 @@ def final_state(run: Path) -> dict[str, Any]:
     }
 
 
+def _bytes(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().cpu().contiguous().flatten().view(torch.uint8)
+
+
 def assert_bitwise_equal(got: Any, want: Any, where: str = "") -> None:
-    """Tensors equal bit for bit (``torch.equal`` and same dtype), everything else ``==``."""
+    """Tensors equal bit for bit (dtype, shape and bytes), everything else ``==``."""
     if isinstance(want, torch.Tensor):
-        assert isinstance(got, torch.Tensor) and got.dtype == want.dtype, where
-        assert torch.equal(got, want), f"{where} differs"
+        assert isinstance(got, torch.Tensor) and (got.dtype, got.shape) == (want.dtype, want.shape), where
+        assert torch.equal(_bytes(got), _bytes(want)), f"{where} differs"
     elif isinstance(want, dict):
         assert isinstance(got, dict) and set(got) == set(want), f"{where}: keys {sorted(got)} != {sorted(want)}"
         for k in want:

@@ -128,3 +128,23 @@ def test_an_intact_set_is_loaded_without_encoding(counted, samples, tmp_path, ca
     for name in (*CHECKED_FILES, META_FILE):
         assert (second.directory / name).read_bytes() == (copy / name).read_bytes()
     torch.testing.assert_close(second.gather(torch.arange(len(samples))), first.gather(torch.arange(len(samples))))
+
+
+def test_a_run_on_a_damaged_cache_rebuilds_it_and_gets_the_same_result(tmp_path, color_data, caplog):
+    """End to end: ``vlda train`` with the cache, a flipped byte in one set, the same run again."""
+    from reliability.procs import assert_bitwise_equal, final_state, write_config
+    from vlda.cli.main import main
+
+    cache = tmp_path / "cache"
+    first = write_config(tmp_path / "a.yaml", color_data, tmp_path / "a", cache)
+    assert main(["train", "-c", str(first), "-q"]) == 0
+    sets = sorted(d for d in cache.iterdir() if not d.name.startswith("."))
+    assert len(sets) == 2
+    _flip_last_byte(sets[0] / FEATURES_FILE)
+
+    second = write_config(tmp_path / "b.yaml", color_data, tmp_path / "b", cache)
+    with caplog.at_level(logging.WARNING, logger="vlda"):
+        assert main(["train", "-c", str(second), "-q"]) == 0
+    damaged = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(damaged) == 1 and sets[0].name in damaged[0] and FEATURES_FILE in damaged[0]
+    assert_bitwise_equal(final_state(tmp_path / "b"), final_state(tmp_path / "a"))

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vlda-installed
 
-.PHONY: demo test test-all lint bench setup
+.PHONY: demo test test-all test-reliability lint bench setup
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''
+
+# The reliability suite alone, its slow kill loops included (docs/reliability.md).
+test-reliability: $(STAMP)
+	$(PY) -m pytest -q -m '' tests/reliability
 
 bench: $(STAMP)
 	$(PY) benchmarks/dapl_speed.py

@@ -10,6 +10,11 @@ temporary file is removed, and an ``OSError`` (a full disk) names the destinatio
 of the same file never share a temporary name; the last rename wins. The file gets the permissions a plain ``open(path, "w")`` would give it
 (``0o666`` less the umask), not the ``0o600`` of :func:`tempfile.mkstemp`.
 
+A process killed *during* a write (SIGKILL, power loss) cannot remove its temporary file: it stays
+next to the intact old file, as large as the checkpoint it was to become.
+:func:`remove_partial_writes` deletes such leftovers from a directory that no other process is
+writing (a run directory, under its lock).
+
 Writing a whole directory at once (the feature cache) is a different job: build it under a
 temporary directory and rename that (see :mod:`vlda.data.feature_cache`).
 """
@@ -17,6 +22,7 @@ temporary directory and rename that (see :mod:`vlda.data.feature_cache`).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +30,7 @@ from typing import IO, Any
 
 __all__ = [
     "default_cache_dir",
+    "remove_partial_writes",
     "save_torch_atomic",
     "write_atomic",
     "write_bytes_atomic",
@@ -39,6 +46,10 @@ def _read_umask() -> int:
 
 # Read once at import (os.umask can only be read by setting it, which is not thread-safe).
 _FILE_MODE = 0o666 & ~_read_umask()
+
+
+# The temporary names write_atomic makes: "." + destination name + "." + mkstemp's 8 characters + ".tmp".
+_PARTIAL = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
 def default_cache_dir() -> Path:
@@ -97,3 +108,16 @@ def save_torch_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
     import torch  # here, so that importing vlda.files needs nothing but the standard library
 
     write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def remove_partial_writes(directory: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that atomic writes killed half-way left in ``directory``
+    (not in its subdirectories); returns them. Only for a directory no other process is writing
+    to: a live writer's temporary file looks the same."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = [p for p in directory.iterdir() if _PARTIAL.fullmatch(p.name) and p.is_file()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed

@@ -17,7 +17,13 @@ Layout of ``cache_dir/<key>/``::
     features.npy   fp16 [N, 1 + K, D]   (np.load(..., mmap_mode="r"))
     valid.npy      bool [N]              False: unreadable image, its rows are zeros
     paths.txt      one path per line (for people; the key already covers the list)
-    meta.json      key parts, N, K, D, dtype, bad images, build time
+    meta.json      key parts, N, K, D, dtype, bad images, build time, and the sha256 of each
+                   of the three files above
+
+Every load checks the three files against the sha256 sums in ``meta.json`` (1-2 s per GB
+on one core): a set damaged on disk (a flipped byte, a truncated or overwritten file, a missing
+file, an unreadable ``meta.json``) is never used; it is deleted and rebuilt, with a warning on
+the ``vlda`` logger naming what was wrong.
 
 A build writes into ``cache_dir/.tmp-<key>-<random>/`` and is moved into place with one
 ``os.replace`` when complete, so a build that is killed half-way leaves no directory that a
@@ -29,6 +35,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -51,13 +58,19 @@ from vlda.data.encoder import ImageEncoder
 from vlda.data.heartbeat import Heartbeat
 from vlda.data.transforms import Transform, fingerprint
 
-FORMAT_VERSION = 1
+# 2: meta.json holds the sha256 of every file (format 1 sets had none; their keys differ, so they
+# are rebuilt once and the old directories are left for clear_cache).
+FORMAT_VERSION = 2
 FEATURES_FILE = "features.npy"
 VALID_FILE = "valid.npy"
 PATHS_FILE = "paths.txt"
 META_FILE = "meta.json"
 TMP_PREFIX = ".tmp-"
+CHECKED_FILES = (FEATURES_FILE, VALID_FILE, PATHS_FILE)  # their sha256 sums are in meta.json
 _SHOW_BAD = 5  # how many unreadable paths a warning names
+_CHUNK = 1 << 22  # bytes hashed at a time
+
+log = logging.getLogger("vlda")
 
 Sample = tuple[str | os.PathLike[str], int]
 
@@ -366,15 +379,47 @@ def _build(
     return len(bad_paths), bad_sorted, d
 
 
-def _load(directory: Path, key: str, n: int, n_views: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Open a complete cache directory; raises ``ValueError``/``OSError`` if it is not one."""
-    meta = json.loads((directory / META_FILE).read_text())
-    if meta.get("key") != key:
-        raise ValueError(f"{directory}: meta.json is for key {meta.get('key')}, not {key}")
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _checksums(directory: Path) -> dict[str, str]:
+    return {name: file_sha256(directory / name) for name in CHECKED_FILES}
+
+
+def _verify(directory: Path, meta: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first file whose sha256 differs from ``meta.json``'s."""
+    want = meta.get("sha256")
+    if not isinstance(want, dict) or set(want) != set(CHECKED_FILES):
+        raise ValueError("meta.json has no checksums")
+    for name in CHECKED_FILES:
+        if file_sha256(directory / name) != want[name]:
+            raise ValueError(f"{name} does not match its checksum")
+
+
+def _load(
+    directory: Path, key: str, n: int, n_views: int, verify: bool = True
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Open a complete cache directory, its files checked against their sha256 sums (unless
+    ``verify`` is False: a set this process has just built); raises ``ValueError``/``OSError``
+    if it is not a complete, undamaged set of ``key``."""
+    try:
+        meta = json.loads((directory / META_FILE).read_text())
+    except ValueError:
+        raise ValueError("meta.json is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("key") != key:
+        raise ValueError(f"meta.json is not for key {key}")
+    if verify:
+        _verify(directory, meta)
     feats = np.load(directory / FEATURES_FILE, mmap_mode="r")
     valid = np.load(directory / VALID_FILE)
     if feats.dtype != np.float16 or feats.shape[:2] != (n, 1 + n_views) or valid.shape != (n,):
-        raise ValueError(f"{directory}: arrays {feats.shape} {feats.dtype} do not match the key")
+        raise ValueError(f"arrays {feats.shape} {feats.dtype} do not match the key")
     return feats, valid, meta
 
 
@@ -445,9 +490,10 @@ def build_or_load_features(
     if final.is_dir():
         try:
             feats, valid, meta = _load(final, key, n, n_views)
-        except (OSError, ValueError, KeyError):
-            # Not written by a complete build of this key (we only ever move complete ones
-            # here), e.g. damaged by hand: drop it and rebuild.
+        except (OSError, ValueError, KeyError) as err:
+            # Only complete builds of this key are moved here, so the set was damaged after
+            # it was written (disk, a hand edit): drop it and rebuild.
+            log.warning("feature cache %s is damaged (%s); rebuilding it", final, err)
             shutil.rmtree(final, ignore_errors=True)
         else:
             if strict and meta.get("n_bad", 0):
@@ -485,15 +531,18 @@ def build_or_load_features(
             "torch": torch.__version__,
         }
         (tmp / PATHS_FILE).write_text("".join(os.fspath(p) + "\n" for p, _ in samples))
+        meta["sha256"] = _checksums(tmp)
         # meta.json last: a directory without it is never a finished build.
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+        ours = True
         try:
             os.replace(tmp, final)
         except OSError:
-            # Another process finished the same key first: use theirs.
+            # Another process finished the same key first: use theirs (checked on load).
             if not (final / META_FILE).is_file():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
+            ours = False
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -502,7 +551,7 @@ def build_or_load_features(
             _bad_message(n_bad, n, bad_paths) + "; they are marked invalid (valid=False, zeros)",
             stacklevel=2,
         )
-    feats, valid, meta = _load(final, key, n, n_views)
+    feats, valid, meta = _load(final, key, n, n_views, verify=not ours)
     return _feature_set(feats, valid, samples, key, final, meta)
 
 

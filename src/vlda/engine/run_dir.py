@@ -10,7 +10,9 @@ one, and locked while a process writes it.
   ``resume_changes.jsonl`` in the run directory.
 * :class:`RunLock` — ``run.lock`` (created exclusively, holding the writer's pid) for as long
   as a process writes the directory; a second process is refused with the first one's pid. A
-  lock left by a killed process (its pid no longer runs) is taken over.
+  lock left by a killed process (its pid no longer runs) is taken over. Taking the lock removes
+  the temporary files of atomic writes a killed process left half-written
+  (:func:`vlda.files.remove_partial_writes`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from vlda.files import remove_partial_writes
 
 RUN_FILES = ("config.json", "checkpoint.pt", "metrics.jsonl", "summary.json", "last.pt", "selected.pt")
 RUN_DIRS = ("outputs", "tensorboard")
@@ -136,6 +140,8 @@ class RunLock:
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))
+            for d in (self.path.parent, self.path.parent / "outputs"):  # left by a killed run
+                remove_partial_writes(d)
             return self
         raise FileExistsError(f"could not lock {self.path.parent}; remove {self.path} if no vlda run uses it")
 

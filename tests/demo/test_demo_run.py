@@ -23,7 +23,7 @@ def tiny_assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_demo_lists_the_paper_methods() -> None:
-    assert list(METHODS) == ["zeroshot", "coop", "dapl", "pga", "adclip", "cmkd"]
+    assert list(METHODS) == ["zeroshot", "coop", "dapl", "pga", "adclip", "cmkd", "cmkd+rst"]
     assert "dann+gh" in CLASSIC_METHODS and "dann+ghpp" in CLASSIC_METHODS
 
 
@@ -54,6 +54,8 @@ def test_demo_runs_every_clip_row_and_writes_the_summary(
     assert cmkd["optim"]["nesterov"] and cmkd["cache"]["enabled"] is False
     adclip = json.loads((out / "adclip" / "summary.json").read_text())["config"]
     assert adclip["optim"]["name"] == "adam" and adclip["cache"]["enabled"]
+    rst_row = next(r for r in summary["rows"] if r["method"] == "cmkd+rst")
+    assert 0 < rst_row["artefact_bytes"] < rst_row["dense_bytes"] and "artefact" in printed
 
 
 def test_demo_rejects_an_unknown_method(tiny_assets: Path, tmp_path: Path) -> None:

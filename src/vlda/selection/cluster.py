@@ -27,7 +27,7 @@ class ClassAMI(Validator):
     evaluation (seconds for Office-Home, minutes for DomainNet's 345 classes)."""
 
     name = "class_ami"
-    title = "ClassAMI: predictions vs k-means of target features"
+    title = "AMI of target predictions vs k-means of target features"
     needs = ("target_train",)
     needs_features = ("target_train",)
     requires = ("sklearn",)

@@ -26,7 +26,7 @@ class Entropy(Validator):
     scores best; it rewards over-confident late checkpoints of entropy-minimising methods."""
 
     name = "entropy"
-    title = "negative target prediction entropy"
+    title = "negative entropy of target predictions"
     needs = ("target_train",)
 
     def score(self, outputs: Mapping[str, SplitOutputs]) -> float | None:
@@ -45,7 +45,7 @@ class InformationMaximization(Validator):
     Fails when the target classes are far from balanced (diversity rewards a uniform marginal)."""
 
     name = "im"
-    title = "information maximisation (target)"
+    title = "information maximisation on the target"
     needs = ("target_train",)
 
     def score(self, outputs: Mapping[str, SplitOutputs]) -> float | None:
@@ -66,7 +66,7 @@ class BatchNuclearNorm(Validator):
     so memory does not grow with ``N²``. Fails like IM on imbalanced targets."""
 
     name = "bnm"
-    title = "batch nuclear-norm (target)"
+    title = "batch nuclear-norm of target predictions"
     needs = ("target_train",)
 
     def score(self, outputs: Mapping[str, SplitOutputs]) -> float | None:
@@ -91,7 +91,7 @@ class ZeroShotAgreement(Validator):
     Only for vision-language methods: image-classifier methods have no zero-shot model."""
 
     name = "zeroshot_agreement"
-    title = "agreement with zero-shot CLIP (target)"
+    title = "agreement with zero-shot CLIP on the target"
     needs = ("target_train", ZEROSHOT)
 
     def score(self, outputs: Mapping[str, SplitOutputs]) -> float | None:

@@ -69,7 +69,7 @@ class DeepEmbeddedValidation(Validator):
     source-risk estimate, when the label distributions of the domains differ."""
 
     name = "dev"
-    title = "deep embedded validation (negative weighted source risk)"
+    title = "deep embedded validation: minus the weighted source risk"
     needs = ("source_val", "target_train")
     needs_features = ("source_val", "target_train")
     requires = ("sklearn",)

@@ -49,7 +49,7 @@ class SoftNeighbourhoodDensity(Validator):
     benchmark it chose some of the worst DANN checkpoints)."""
 
     name = "snd"
-    title = "soft neighbourhood density (target)"
+    title = "soft neighbourhood density of target predictions"
     needs = ("target_train",)
 
     def __init__(self, temperature: float = 0.05, chunk_rows: int | None = None) -> None:

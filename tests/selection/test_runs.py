@@ -136,3 +136,22 @@ def test_zero_shot_agreement_is_refused_for_image_classifiers(tmp_path, color_da
                   model={"backbone": "timm", "name": "efficientnet_lite0", "pretrained": None})
     with pytest.raises(ConfigError, match="no zero-shot model"):
         check_options(cfg)
+
+
+def test_a_fine_tuned_encoder_is_compared_with_its_pretrained_zero_shot(tmp_path, color_data, monkeypatch):
+    """The zero-shot reference of a method that fine-tunes the image encoder comes from the
+    encoder before the first step: it equals a zero-shot run's predictions."""
+    from methods.test_contract import FineTunedProbe
+    from vlda.methods import registry
+
+    monkeypatch.setitem(registry.METHODS, FineTunedProbe.name, FineTunedProbe)
+    saving = {"save_outputs": "logits", "outputs_dtype": "float32"}
+    zs, ft = tmp_path / "zs", tmp_path / "ft"
+    run(_config(color_data, zs, tmp_path, method="zeroshot", eval=saving, cache={"enabled": False}))  # no fp16 cache
+    run(_config(color_data, ft, tmp_path, method="finetuned_probe", eval=saving, optim={"lr": 0.5},
+                selection={"validators": ["zeroshot_agreement"]}))
+    reference = load_outputs(zs / _lines(zs)[-1]["outputs"])["target_train"].logits
+    saved = load_outputs(ft / _lines(ft)[-1]["outputs"])
+    torch.testing.assert_close(saved[ZEROSHOT].logits, reference)
+    agreement = (saved["target_train"].logits.argmax(-1) == reference.argmax(-1)).double().mean().item()
+    assert _lines(ft)[-1][validator_key("zeroshot_agreement")] == pytest.approx(agreement)

@@ -155,3 +155,15 @@ def test_a_fine_tuned_encoder_is_compared_with_its_pretrained_zero_shot(tmp_path
     torch.testing.assert_close(saved[ZEROSHOT].logits, reference)
     agreement = (saved["target_train"].logits.argmax(-1) == reference.argmax(-1)).double().mean().item()
     assert _lines(ft)[-1][validator_key("zeroshot_agreement")] == pytest.approx(agreement)
+
+
+def test_a_real_run_goes_into_the_report_tables(full_run, tmp_path):
+    from vlda.report.tables import write_report
+
+    out, summary = full_run
+    write_report([out], tmp_path / "report")
+    for name in ALL:
+        text = (tmp_path / "report" / f"{name}.csv").read_text().splitlines()
+        assert text[0] == "method,Src→Tgt,Avg"
+        expected = f"{100 * summary['results']['selected_by'][name]['target_metric']:.1f}"
+        assert text[1] == f"coop,{expected},{expected}"

@@ -172,6 +172,15 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from vlda.report.tables import write_report
+
+    files = write_report(args.runs, Path(args.out))
+    print((Path(args.out) / "tables.md").read_text())
+    print(f"wrote {len(files)} files to {args.out}")
+    return 0
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     cfg = _config(args)
     from vlda.engine.experiment import cache_features

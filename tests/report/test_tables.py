@@ -1,0 +1,81 @@
+"""Paper-style tables from run directories: the numbers against a hand computation, the
+benchmark's canonical task order, one table per selection (oracle named), clear refusals."""
+
+import csv
+import json
+import statistics
+
+import pytest
+
+from vlda.cli.main import main
+from vlda.report.tables import find_runs, write_report
+
+
+def fake_run(root, method, source, target, seed, last, oracle, by, grads="sum", bench="officehome"):
+    """A run directory with the summary.json a finished run writes (the numbers given)."""
+    d = root / f"{method}-{grads}-{source}-{target}-{seed}"
+    d.mkdir(parents=True)
+    res = lambda v, how: {"step": 10, "target_metric": v, "target_acc": v, "chosen_by": how}  # noqa: E731
+    selected_by = {k: {**res(v, k), "validator": k} for k, v in by.items()}
+    summary = {
+        "config": {"data": {"benchmark": bench, "source": [source], "target": target},
+                   "method": {"name": method}, "gradients": {"name": grads}, "train": {"seed": seed}},
+        "results": {"last": res(last, "last step"), "selected": next(iter(selected_by.values())),
+                    "selected_by": selected_by, "oracle": res(oracle, "ORACLE")},
+    }
+    (d / "summary.json").write_text(json.dumps(summary))
+    return d
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "sweep"
+    # dapl on two tasks (given out of order) x 2 seeds; dann+gh on one task x 1 seed
+    vals = {("real_world", "art", 1): (0.70, 0.80, 0.75), ("real_world", "art", 2): (0.72, 0.84, 0.70),
+            ("art", "clipart", 1): (0.50, 0.60, 0.55), ("art", "clipart", 2): (0.54, 0.62, 0.51)}
+    for (s, t, seed), (last, oracle, im) in vals.items():
+        fake_run(root / "dapl", "dapl", s, t, seed, last, oracle, {"im": im, "snd": last})
+    fake_run(root, "dann", "art", "clipart", 1, 0.40, 0.45, {"im": 0.42, "snd": 0.30}, grads="gh")
+    (root / "demo-summary").mkdir()
+    (root / "demo-summary" / "summary.json").write_text(json.dumps({"rows": []}))  # not a run: ignored
+    return root
+
+
+def _cell(values):
+    return f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def test_tables_by_hand(runs, tmp_path):
+    assert len(find_runs([runs])) == 5
+    out = tmp_path / "report"
+    write_report([runs], out)
+    with open(out / "im.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["method", "Ar→Cl", "Rw→Ar", "Avg"]  # the benchmark's domain order
+    dapl = dict(zip(rows[0], next(r for r in rows if r[0] == "dapl"), strict=True))
+    assert dapl["Ar→Cl"] == _cell([0.55, 0.51]) and dapl["Rw→Ar"] == _cell([0.75, 0.70])
+    assert dapl["Avg"] == _cell([(0.75 + 0.55) / 2, (0.70 + 0.51) / 2])  # std over seeds of the task average
+    gh = next(r for r in rows if r[0] == "dann+gh")
+    assert gh == ["dann+gh", "42.0", "", ""]  # one seed: the mean; a missing task: no average
+    oracle = (out / "oracle.md").read_text()
+    assert "chosen WITH target labels" in oracle and _cell([0.80, 0.84]) in oracle
+    tables = (out / "tables.md").read_text()
+    assert tables.index("## last step") < tables.index("selected by im") < tables.index("selected by snd") < tables.index("## oracle")
+    with open(out / "runs.csv") as f:
+        long = list(csv.DictReader(f))
+    assert len(long) == 5 * 4 and {r["selection"] for r in long} == {"last", "im", "snd", "oracle"}
+
+
+def test_vlda_report_cli(runs, tmp_path, capsys):
+    assert main(["report", str(runs), "--out", str(tmp_path / "r")]) == 0
+    assert "| dapl |" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "empty-nothing"), "--out", str(tmp_path / "r2")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r2")]) == 2
+    assert "no finished vlda run" in capsys.readouterr().err
+
+
+def test_the_same_method_task_and_seed_twice_is_refused(runs, tmp_path, capsys):
+    fake_run(tmp_path / "other", "dapl", "art", "clipart", 1, 0.1, 0.2, {"im": 0.1})
+    assert main(["report", str(runs), str(tmp_path / "other"), "--out", str(tmp_path / "r")]) == 2
+    assert "hyper-parameter selection" in capsys.readouterr().err

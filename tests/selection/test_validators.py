@@ -60,7 +60,7 @@ def test_every_validator_declares_what_it_reads_and_returns_a_float(name):
 def test_every_validator_is_invariant_to_the_order_of_the_images(name):
     v = get_validator(name)
     out = _outputs(seed=3)
-    assert v.score(_permuted(out)) == pytest.approx(v.score(out), rel=1e-9, abs=1e-12)
+    assert v.score(_permuted(out)) == pytest.approx(v.score(out), rel=1e-6, abs=1e-12)  # up to float rounding
 
 
 @pytest.mark.parametrize("name", sorted(VALIDATORS))
@@ -145,11 +145,13 @@ def _snd_reference(p, t=0.05):
 def test_snd_by_hand_and_chunked_equals_unchunked(n, c):
     z, p = _probs(n, c, n + 3)
     ref = _snd_reference(p)
-    assert get_validator("snd").score({"target_train": SplitOutputs(z)}) == pytest.approx(ref, rel=1e-9)
+    assert get_validator("snd").score({"target_train": SplitOutputs(z)}) == pytest.approx(ref, rel=1e-5)
     probs = z.softmax(-1)
-    whole = soft_neighbourhood_density(probs, chunk_rows=n)
-    for rows in (1, 3, n - 1 or 1):
-        assert soft_neighbourhood_density(probs, chunk_rows=rows) == pytest.approx(whole, rel=1e-12)
+    assert soft_neighbourhood_density(probs, dtype=torch.float64) == pytest.approx(ref, rel=1e-12)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+        whole = soft_neighbourhood_density(probs, chunk_rows=n, dtype=dtype)
+        for rows in (1, 3, n - 1 or 1):
+            assert soft_neighbourhood_density(probs, chunk_rows=rows, dtype=dtype) == pytest.approx(whole, rel=tol)
 
 
 def test_snd_never_builds_the_n_by_n_matrix(monkeypatch):

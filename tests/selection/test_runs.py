@@ -156,6 +156,21 @@ def test_a_fine_tuned_encoder_is_compared_with_its_pretrained_zero_shot(tmp_path
     agreement = (saved["target_train"].logits.argmax(-1) == reference.argmax(-1)).double().mean().item()
     assert _lines(ft)[-1][validator_key("zeroshot_agreement")] == pytest.approx(agreement)
 
+    # killed after the first checkpoint and resumed: the reference is still the pretrained encoder's
+    from conftest import kill_after_first_checkpoint
+    from vlda.engine import trainer as trainer_mod
+
+    killed = tmp_path / "killed"
+    cfg = lambda: _config(color_data, killed, tmp_path, method="finetuned_probe", eval=saving,  # noqa: E731
+                          optim={"lr": 0.5}, selection={"validators": ["zeroshot_agreement"]})
+    real_save = kill_after_first_checkpoint(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg())
+    monkeypatch.setattr(trainer_mod, "save_atomic", real_save)
+    run(cfg(), resume=True)
+    torch.testing.assert_close(load_outputs(killed / _lines(killed)[-1]["outputs"])[ZEROSHOT].logits, reference)
+    assert _lines(killed) == [{**r, "time_s": k["time_s"]} for r, k in zip(_lines(ft), _lines(killed), strict=True)]
+
 
 def test_a_real_run_goes_into_the_report_tables(full_run, tmp_path):
     from vlda.report.tables import write_report

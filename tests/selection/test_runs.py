@@ -182,3 +182,18 @@ def test_a_real_run_goes_into_the_report_tables(full_run, tmp_path):
         assert text[0] == "method,Src→Tgt,Avg"
         expected = f"{100 * summary['results']['selected_by'][name]['target_metric']:.1f}"
         assert text[1] == f"coop,{expected},{expected}"
+
+
+@pytest.mark.parametrize("method", ["adclip", "cmkd"])
+def test_zero_shot_reference_of_other_clip_methods(tmp_path, color_data, method):
+    """AD-CLIP caches more than CLIP's features (its layer statistics) and CMKD fine-tunes the
+    encoder: their reference is still zero-shot CLIP's (fp16 cache: close, not equal)."""
+    saving = {"save_outputs": "logits", "outputs_dtype": "float32"}
+    zs, other = tmp_path / "zs", tmp_path / method
+    run(_config(color_data, zs, tmp_path, method="zeroshot", eval=saving, cache={"enabled": False}))
+    run(_config(color_data, other, tmp_path, method=method, eval=saving,
+                selection={"validators": ["zeroshot_agreement"]}))
+    reference = load_outputs(zs / _lines(zs)[-1]["outputs"])["target_train"].logits
+    got = load_outputs(other / _lines(other)[-1]["outputs"])[ZEROSHOT].logits
+    torch.testing.assert_close(got, reference, atol=0.05, rtol=0.01)
+    assert isinstance(_lines(other)[-1][validator_key("zeroshot_agreement")], float)

@@ -132,7 +132,8 @@ class Evaluator:
     def prepare_zeroshot(self) -> SplitOutputs | None:
         """Zero-shot CLIP's logits of the ``target_train`` images, ``[N, C]`` in the rows and
         order of the ``target_train`` outputs: ``logit_scale · normalize(g(x)) · Wᵀ``, ``g`` the
-        backbone's image encoder *as it is now* (call this before training), ``W`` the
+        backbone's image encoder *as it is now* (call this before training; the method's
+        :meth:`~vlda.methods.base.Method.pretrained_image_features`), ``W`` the
         normalised text features of ``"a photo of a {classname}."``. ``None`` when the backbone
         has no text encoder (image classifiers) or there is no ``target_train`` split."""
         backbone = self.method.backbone
@@ -145,9 +146,10 @@ class Evaluator:
             logits = []
             for source in self.splits["target_train"]:
                 for batch in eval_batches(source, self.batch_size, self.num_workers, None):
+                    batch = {k: v.to(self.device) for k, v in batch.items()}
                     with self.autocast():
-                        f = batch["features"] if "features" in batch else backbone.encode_image(batch["images"].to(self.device))
-                    f = nn.functional.normalize(f.float().to(self.device), dim=-1)
+                        f = self.method.pretrained_image_features(batch)
+                    f = nn.functional.normalize(f.float(), dim=-1)
                     logits.append((backbone.logit_scale * f @ weights.t()).cpu())
         finally:
             backbone.train(was_training)

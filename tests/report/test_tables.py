@@ -11,15 +11,19 @@ from vlda.cli.main import main
 from vlda.report.tables import find_runs, write_report
 
 
-def fake_run(root, method, source, target, seed, last, oracle, by, grads="sum", bench="officehome"):
-    """A run directory with the summary.json a finished run writes (the numbers given)."""
-    d = root / f"{method}-{grads}-{source}-{target}-{seed}"
+def fake_run(root, method, source, target, seed, last, oracle, by, grads="sum", bench="officehome", lr=0.002,
+             val=None):
+    """A run directory with the summary.json a finished run writes (the numbers given; ``val``:
+    each validator's score, default the target metric it chose)."""
+    d = root / f"{method}-{grads}-{source}-{target}-{seed}-{lr}"
     d.mkdir(parents=True)
     res = lambda v, how: {"step": 10, "target_metric": v, "target_acc": v, "chosen_by": how}  # noqa: E731
-    selected_by = {k: {**res(v, k), "validator": k} for k, v in by.items()}
+    val = val or by
+    selected_by = {k: {**res(v, k), "validator": k, "score": val[k]} for k, v in by.items()}
     summary = {
         "config": {"data": {"benchmark": bench, "source": [source], "target": target},
-                   "method": {"name": method}, "gradients": {"name": grads}, "train": {"seed": seed}},
+                   "method": {"name": method}, "gradients": {"name": grads}, "train": {"seed": seed},
+                   "optim": {"lr": lr}, "output": str(d)},
         "results": {"last": res(last, "last step"), "selected": next(iter(selected_by.values())),
                     "selected_by": selected_by, "oracle": res(oracle, "ORACLE")},
     }
@@ -75,7 +79,37 @@ def test_vlda_report_cli(runs, tmp_path, capsys):
     assert "no finished vlda run" in capsys.readouterr().err
 
 
-def test_the_same_method_task_and_seed_twice_is_refused(runs, tmp_path, capsys):
-    fake_run(tmp_path / "other", "dapl", "art", "clipart", 1, 0.1, 0.2, {"im": 0.1})
+def test_the_same_run_twice_is_refused(runs, tmp_path, capsys):
+    fake_run(tmp_path / "other", "dapl", "art", "clipart", 1, 0.1, 0.2, {"im": 0.1, "snd": 0.1})
     assert main(["report", str(runs), str(tmp_path / "other"), "--out", str(tmp_path / "r")]) == 2
-    assert "hyper-parameter selection" in capsys.readouterr().err
+    assert "the same run" in capsys.readouterr().err
+
+
+def test_hyper_parameters_are_chosen_by_each_tables_own_criterion(tmp_path):
+    """Two learning rates x two seeds on one task: each table keeps the setting its validator
+    scores best on average over seeds (the oracle table: the best target), never mixing seeds
+    of different settings."""
+    root = tmp_path / "sweep"
+    #                  lr     seed  last  oracle  im-choice  im-score  snd-choice  snd-score
+    for lr, seed, last, oracle, im, im_s, snd, snd_s in [
+        (0.1, 1, 0.50, 0.70, 0.60, 1.0, 0.55, 5.0),
+        (0.1, 2, 0.52, 0.72, 0.62, 1.2, 0.57, 5.0),
+        (0.01, 1, 0.40, 0.90, 0.80, 0.5, 0.45, 9.0),
+        (0.01, 2, 0.42, 0.80, 0.82, 0.9, 0.47, 2.0),
+    ]:
+        fake_run(root, "dapl", "art", "clipart", seed, last, oracle, {"im": im, "snd": snd}, lr=lr,
+                 val={"im": im_s, "snd": snd_s})
+    out = tmp_path / "r"
+    write_report([root], out)
+
+    def cell(sel):
+        with open(out / f"{sel}.csv") as f:
+            return list(csv.reader(f))[1][1]
+
+    assert cell("im") == _cell([0.60, 0.62])  # lr 0.1: mean im score 1.1 > 0.7
+    assert cell("snd") == _cell([0.45, 0.47])  # lr 0.01: mean snd score 5.5 > 5.0
+    assert cell("oracle") == _cell([0.90, 0.80])  # lr 0.01: mean target 0.85 > 0.71
+    assert cell("last") == _cell([0.50, 0.52])  # chosen by the primary validator (im): lr 0.1
+    text = (out / "im.md").read_text()
+    assert "Hyper-parameters chosen per method and task by the mean over seeds of im's score" in text
+    assert "ORACLE" in (out / "oracle.md").read_text()

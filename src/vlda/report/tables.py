@@ -2,7 +2,8 @@
 order) and their average, cells mean ± std over seeds, one table per way of choosing the
 checkpoint (``last``, each validator's ``selected_by``, ``oracle``).
 
-Each run contributes the headline target metric (``target_metric``: accuracy, or mean per-class
+When runs differ in hyper-parameters, each table keeps the setting its own criterion prefers
+(:mod:`vlda.report.hparams`). Each run contributes the headline target metric (``target_metric``: accuracy, or mean per-class
 accuracy for VisDA) of each entry of its ``summary.json["results"]``. Nothing here reads target
 labels: the numbers are those the runs reported, and the oracle table is named so.
 """
@@ -11,87 +12,16 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from vlda.data.benchmarks import get_benchmark
 from vlda.files import write_text_atomic
+from vlda.report.hparams import choose_hparams, criterion
+from vlda.report.runs import RunResult, find_runs, load_run
 
 ORACLE_TITLE = "oracle (best target metric: chosen WITH target labels)"
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """One run's numbers: ``scores`` maps a selection (``last``, ``oracle``, a validator name)
-    to the target metric it reached (0..1)."""
-
-    path: str
-    method: str
-    task: str
-    task_order: tuple[int, ...]
-    seed: int
-    scores: dict[str, float]
-
-
-def find_runs(paths: Iterable[str | Path]) -> list[Path]:
-    """Run directories (holding a ``summary.json`` with ``results`` and ``config``) at or under
-    each path (a sweep directory holds many)."""
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} does not exist")
-        candidates = [p / "summary.json"] if (p / "summary.json").is_file() else sorted(p.rglob("summary.json"))
-        found += [c.parent for c in candidates if _is_run_summary(c)]
-    return list(dict.fromkeys(found))
-
-
-def _is_run_summary(path: Path) -> bool:
-    try:
-        data = json.loads(path.read_text())
-    except ValueError:
-        return False
-    return isinstance(data, dict) and "results" in data and "config" in data
-
-
-def _method_label(config: dict[str, Any]) -> str:
-    method = str(config["method"]["name"])
-    grads = str(config.get("gradients", {}).get("name", "sum"))
-    return method if grads == "sum" else f"{method}+{grads}"
-
-
-def _short(domain: str, aliases: dict[str, str]) -> str:
-    inverse = {d: a for a, d in aliases.items()}
-    return inverse.get(domain, domain).capitalize()
-
-
-def _task(data: dict[str, Any]) -> tuple[str, tuple[int, ...]]:
-    """``"Ar→Cl"`` and a sort key in the benchmark's canonical order (its domain order)."""
-    sources, target = list(data["source"]), str(data["target"])
-    bench = data.get("benchmark")
-    if bench:
-        b = get_benchmark(bench)
-        domains, aliases = list(b.domains), b.domain_aliases
-    else:
-        domains, aliases = sorted({*sources, target}), {}
-    order = tuple(domains.index(d) if d in domains else len(domains) for d in [*sources, target])
-    name = "+".join(_short(s, aliases) for s in sources) + "→" + _short(target, aliases)
-    return name, (len(sources), *order)
-
-
-def load_run(run_dir: Path) -> RunResult:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    config, results = summary["config"], summary["results"]
-    scores = {k: float(results[k]["target_metric"]) for k in ("last", "oracle") if k in results}
-    for name, r in results.get("selected_by", {"source_val_acc": results.get("selected")}).items():
-        if r is not None:
-            scores[name] = float(r["target_metric"])
-    task, order = _task(config["data"])
-    return RunResult(str(run_dir), _method_label(config), task, order, int(config["train"]["seed"]), scores)
 
 
 def _cell(values: Sequence[float]) -> str:
@@ -155,15 +85,31 @@ def selections(runs: Sequence[RunResult]) -> list[str]:
 
 
 def _refuse_duplicates(runs: Sequence[RunResult]) -> None:
-    seen: dict[tuple[str, str, int], str] = {}
+    seen: dict[tuple[str, str, int, str], str] = {}
     for r in runs:
-        key = (r.method, r.task, r.seed)
+        key = (r.method, r.task, r.seed, r.hparams)
         if key in seen:
             raise ValueError(
-                f"runs {seen[key]} and {r.path} are both {r.method} on {r.task} with seed {r.seed} (other "
-                "hyper-parameters?); choosing between them is hyper-parameter selection: report them separately"
+                f"runs {seen[key]} and {r.path} are the same run ({r.method} on {r.task}, seed {r.seed}, "
+                "same settings); give each run once"
             )
         seen[key] = r.path
+
+
+def _title(sel: str, runs: Sequence[RunResult]) -> str:
+    if sel == "oracle":
+        return ORACLE_TITLE
+    if sel == "last":
+        return "last step"
+    return f"selected by {sel} (no target labels)"
+
+
+def _hparams_note(sel: str, runs: Sequence[RunResult]) -> str:
+    if len({r.hparams for r in runs}) == len({(r.method, r.task) for r in runs}):
+        return ""
+    by = criterion(sel, runs)
+    what = "the target metric (ORACLE)" if by == "oracle" else f"{by}'s score (no target labels)"
+    return f"Hyper-parameters chosen per method and task by the mean over seeds of {what}.\n\n"
 
 
 def write_report(paths: Iterable[str | Path], out: str | Path) -> list[Path]:
@@ -179,16 +125,18 @@ def write_report(paths: Iterable[str | Path], out: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written, sections = [], []
     for sel in selections(runs):
-        header, rows = table(runs, sel)
-        title = ORACLE_TITLE if sel == "oracle" else ("last step" if sel == "last" else f"selected by {sel} (no target labels)")
-        for ext, text in (("md", f"## {title}\n\n" + markdown(header, rows)), ("csv", to_csv(header, rows))):
+        header, rows = table(choose_hparams(runs, sel), sel)
+        section = f"## {_title(sel, runs)}\n\n{_hparams_note(sel, runs)}" + markdown(header, rows)
+        for ext, text in (("md", section), ("csv", to_csv(header, rows))):
             write_text_atomic(text, out / f"{sel}.{ext}")
             written.append(out / f"{sel}.{ext}")
-        sections.append(f"## {title}\n\n" + markdown(header, rows))
-    n_seeds = len({r.seed for r in runs})
+        sections.append(section)
     intro = (f"# Results\n\n{len(runs)} runs, {len({r.method for r in runs})} methods, "
-             f"{len({r.task for r in runs})} tasks, {n_seeds} seed(s). Target metric ×100, mean ± std over seeds.\n\n")
+             f"{len({r.task for r in runs})} tasks, {len({r.seed for r in runs})} seed(s), "
+             f"{len({r.hparams for r in runs})} setting(s). Target metric ×100, mean ± std over seeds.\n\n")
     write_text_atomic(intro + "\n".join(sections), out / "tables.md")
-    long_rows = [[r.path, r.method, r.task, str(r.seed), sel, f"{v:.6f}"] for r in runs for sel, v in r.scores.items()]
-    write_text_atomic(to_csv(["run", "method", "task", "seed", "selection", "target_metric"], long_rows), out / "runs.csv")
+    long_rows = [[r.path, r.method, r.task, str(r.seed), r.hparams, sel, f"{v:.6f}"]
+                 for r in runs for sel, v in r.scores.items()]
+    header = ["run", "method", "task", "seed", "hparams", "selection", "target_metric"]
+    write_text_atomic(to_csv(header, long_rows), out / "runs.csv")
     return [*written, out / "tables.md", out / "runs.csv"]

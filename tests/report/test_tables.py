@@ -113,3 +113,17 @@ def test_hyper_parameters_are_chosen_by_each_tables_own_criterion(tmp_path):
     text = (out / "im.md").read_text()
     assert "Hyper-parameters chosen per method and task by the mean over seeds of im's score" in text
     assert "ORACLE" in (out / "oracle.md").read_text()
+
+
+def test_the_hyper_parameter_note_counts_settings_per_method_and_task(tmp_path):
+    root = tmp_path / "sweep"
+    for target in ("clipart", "product"):
+        for lr in (0.1, 0.01):
+            fake_run(root, "dapl", "art", target, 1, 0.5, 0.6, {"im": 0.5}, lr=lr)
+    write_report([root], tmp_path / "r")
+    assert "Hyper-parameters chosen" in (tmp_path / "r" / "im.md").read_text()
+    single = tmp_path / "single"
+    for target in ("clipart", "product"):
+        fake_run(single, "dapl", "art", target, 1, 0.5, 0.6, {"im": 0.5}, lr=0.1 if target == "clipart" else 0.01)
+    write_report([single], tmp_path / "r1")
+    assert "Hyper-parameters chosen" not in (tmp_path / "r1" / "im.md").read_text()

@@ -105,7 +105,8 @@ def _title(sel: str, runs: Sequence[RunResult]) -> str:
 
 
 def _hparams_note(sel: str, runs: Sequence[RunResult]) -> str:
-    if len({r.hparams for r in runs}) == len({(r.method, r.task) for r in runs}):
+    settings = {(r.method, r.task, r.hparams) for r in runs}
+    if len(settings) == len({(r.method, r.task) for r in runs}):  # one setting per method and task
         return ""
     by = criterion(sel, runs)
     what = "the target metric (ORACLE)" if by == "oracle" else f"{by}'s score (no target labels)"

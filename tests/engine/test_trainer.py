@@ -43,7 +43,8 @@ def test_run_writes_metrics_and_three_honest_results(color_data, tmp_path, cache
     for r in lines:
         assert {"target/acc", "target/mean_class_acc", "source_val/acc", "lr", "train/loss/total"} <= set(r)
     res = summary["results"]
-    assert set(res) == {"last", "selected", "oracle"}
+    assert set(res) == {"last", "selected", "selected_by", "oracle"}
+    assert res["selected_by"] == {"source_val_acc": res["selected"]}
     assert "ORACLE" in res["oracle"]["chosen_by"]
     assert res["oracle"]["target_metric"] >= max(res["last"]["target_metric"], res["selected"]["target_metric"])
     assert res["last"]["step"] == 6

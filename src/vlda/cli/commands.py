@@ -31,17 +31,25 @@ def _config(args: argparse.Namespace) -> RunConfig:
     return _checked(load_config(args.config, overrides))
 
 
+def _line(label: str, r: dict, width: int = 9) -> str:
+    sv = r.get("source_val_acc")
+    return (
+        f"{label:>{width}}: step {r['step']:>6}  target {r['target_metric']:.4f}"
+        + (f"  source-val {sv:.4f}" if sv is not None else "")
+        + (f"  score {r['score']:.4g}" if r.get("score") is not None else "")
+        + (f"  ({r['validator']}: {r['chosen_by']})" if r.get("validator") else f"  ({r['chosen_by']})")
+    )
+
+
 def _print_results(summary: dict) -> None:
+    """``last``, ``selected`` (primary validator), ``oracle``, then the other validators' choices."""
     res = summary.get("results", {})
-    for name in ("last", "selected", "oracle"):
-        r = res.get(name)
-        if r:
-            sv = r.get("source_val_acc")
-            print(
-                f"{name:>9}: step {r['step']:>6}  target {r['target_metric']:.4f}"
-                + (f"  source-val {sv:.4f}" if sv is not None else "")
-                + f"  ({r['chosen_by']})"
-            )
+    primary = res.get("selected", {}).get("validator")
+    rows = [(name, res[name]) for name in ("last", "selected", "oracle") if res.get(name)]
+    rows += [(name, r) for name, r in res.get("selected_by", {}).items() if name != primary]
+    width = max((len(name) for name, _ in rows), default=9)
+    for name, r in rows:
+        print(_line(name, r, width))
     rst = summary.get("rst", {})
     which = next((n for n in ("selected", "last") if n in rst), None)
     if which is not None:
@@ -155,6 +163,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for p in bad.paths:
             w.writerow([p, "", "", ""])
     print(f"wrote {len(rows)} predictions to {out}" + (f" ({bad.count} unreadable images left blank)" if bad.count else ""))
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from vlda.selection.after import SELECTION_FILE, select_run
+
+    run_dir = Path(args.run)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    result = select_run(run_dir, args.validator, write=not args.no_write)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    _print_results(result)
+    if not args.no_write:
+        print(f"wrote {run_dir / SELECTION_FILE}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from vlda.report.tables import write_report
+
+    files = write_report(args.runs, Path(args.out))
+    print((Path(args.out) / "tables.md").read_text())
+    print(f"wrote {len(files)} files to {args.out}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``vlda`` command line: train | eval | predict | cache | sweep | list | data check | demo."""
+"""``vlda`` command line: train | eval | predict | select | report | cache | sweep | list | data check | demo."""
 
 from __future__ import annotations
 
@@ -51,6 +51,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="e.g. method.inference=source_free (AD-CLIP's source-free test)")
     p.set_defaults(func=commands.cmd_predict)
+
+    p = sub.add_parser(
+        "select", help="choose a run's checkpoint with validators computed from its saved outputs",
+        description="Score every evaluation a run saved (eval.save_outputs) with the named validators "
+        "(no target labels) and report the step each chooses; writes RUN/selection.json.",
+    )
+    p.add_argument("run", help="run directory written by `vlda train` with eval.save_outputs")
+    p.add_argument("--validator", "-v", action="append", required=True, metavar="NAME",
+                   help="validator name (repeatable), e.g. snd, im, bnm, class_ami, dev, zeroshot_agreement")
+    p.add_argument("--no-write", action="store_true", help="print only; do not write RUN/selection.json")
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    p.set_defaults(func=commands.cmd_select)
+
+    p = sub.add_parser(
+        "report", help="paper-style tables (methods x tasks, mean ± std over seeds) from finished runs",
+        description="Collect the runs at or under each directory into one table per way of choosing the "
+        "checkpoint (last, each validator, oracle), as Markdown and CSV.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_OR_SWEEP_DIR", help="run directories, or folders holding runs")
+    p.add_argument("--out", required=True, help="folder to write the tables to")
+    p.set_defaults(func=commands.cmd_report)
 
     p = sub.add_parser("cache", help="build the feature cache of a config's domains")
     _add_run_args(p)

@@ -14,6 +14,7 @@ from vlda.config.sections import (
     AugmentConfig,
     CacheConfig,
     DataConfig,
+    EvalConfig,
     ModelConfig,
     OptimConfig,
     RstConfig,
@@ -24,7 +25,7 @@ from vlda.config.sections import (
 )
 
 __all__ = [
-    "AugmentConfig", "CacheConfig", "ConfigError", "DataConfig", "ModelConfig", "OptimConfig",
+    "AugmentConfig", "CacheConfig", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "OptimConfig",
     "RstConfig", "RunConfig", "ScheduleConfig", "SelectionConfig", "TrainConfig", "apply_override", "build_config",
     "load_config", "read_raw", "validation_message",
 ]

@@ -87,9 +87,7 @@ class TrainConfig(Section):
     iterations (``COUNT_ITER: train_x``), so ``steps = ceil(epochs · |source train| /
     batch_size)``, resolved when the data is read (the config keeps ``epochs``).
     ``amp``: ``off``, ``bf16`` or ``fp16`` (fp16 uses a GradScaler on CUDA).
-    ``save_outputs``: ``none`` (default), ``logits`` or ``features``: also write each
-    evaluation's outputs (logits; with ``features``, the image features too) to
-    ``outputs/step_XXXXXXX.pt``, so that validators can be computed after the run.
+    (``train.save_outputs`` moved to ``eval.save_outputs``; the old key is still read.)
     """
 
     steps: int | None = Field(None, ge=0)
@@ -103,12 +101,6 @@ class TrainConfig(Section):
     device: str = "auto"
     progress: bool = True
     tensorboard: bool = False
-    save_outputs: Literal["none", "logits", "features"] = "none"
-
-    @field_validator("save_outputs", mode="before")
-    @classmethod
-    def _save_bool(cls, v: Any) -> Any:
-        return {False: "none", True: "logits"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("amp", mode="before")
     @classmethod
@@ -131,6 +123,28 @@ class TrainConfig(Section):
         if self.epochs is not None:
             return None
         return DEFAULT_STEPS if self.steps is None else self.steps
+
+
+class EvalConfig(Section):
+    """What each evaluation keeps besides its scores.
+
+    ``save_outputs``: ``none`` (default), ``logits`` or ``features``: also write each
+    evaluation's outputs (logits of every split; with ``features``, the image features too) to
+    ``outputs/step_XXXXXXX.pt``, and zero-shot CLIP's target logits once to
+    ``outputs/target_zeroshot.pt``, so that validators can be computed after the run
+    (``vlda select``). Off by default: for a large target (DomainNet: 10^5 images × 345 classes)
+    each evaluation's file holds ``N × C`` logits (and ``N × D`` features).
+    ``outputs_dtype``: ``float16`` (default, half the size; about three significant digits, so
+    validator scores computed from it differ slightly from the logged ones) or ``float32``.
+    """
+
+    save_outputs: Literal["none", "logits", "features"] = "none"
+    outputs_dtype: Literal["float16", "float32"] = "float16"
+
+    @field_validator("save_outputs", mode="before")
+    @classmethod
+    def _save_bool(cls, v: Any) -> Any:
+        return {False: "none", True: "logits"}.get(v, v) if isinstance(v, bool) else v
 
 
 class OptimConfig(Section):
@@ -238,8 +252,25 @@ class RunConfig(Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     rst: RstConfig = Field(default_factory=RstConfig)
     output: str = "runs/run"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_save_outputs(cls, data: Any) -> Any:
+        # `train.save_outputs` (0.1 development versions) is now `eval.save_outputs`; configs and
+        # run directories that still carry the old key keep working.
+        train = data.get("train") if isinstance(data, dict) else None
+        if not isinstance(train, dict) or "save_outputs" not in train:
+            return data
+        data, train = dict(data), dict(train)
+        value = train.pop("save_outputs")
+        ev = dict(data.get("eval") or {})
+        if "save_outputs" not in ev and value not in (None, False, "none"):
+            ev["save_outputs"] = value
+        data["train"], data["eval"] = train, ev
+        return data
 
     @field_validator("method", mode="before")
     @classmethod
@@ -259,6 +290,6 @@ class RunConfig(Section):
 SECTIONS: dict[str, type[Section]] = {
     "data": DataConfig, "model": ModelConfig, "train": TrainConfig, "optim": OptimConfig,
     "schedule": ScheduleConfig, "augment": AugmentConfig, "cache": CacheConfig,
-    "selection": SelectionConfig, "rst": RstConfig,
+    "selection": SelectionConfig, "rst": RstConfig, "eval": EvalConfig,
 }
 TOP_KEYS = (*SECTIONS, "method", "gradients", "output")

@@ -5,25 +5,41 @@
 ``metrics.jsonl`` record: target accuracy and mean per-class accuracy (the headline metric of
 the benchmark as ``target/metric``), source-validation accuracy, and the score of every
 configured validator (``validator/<name>``, computed without target labels).
+
+:meth:`Evaluator.prepare_zeroshot` computes, once per run and before any training step, the
+logits zero-shot CLIP gives the ``target_train`` images (the ``target_zeroshot`` outputs that
+the ``zeroshot_agreement`` validator compares with): from the pretrained backbone, through the
+prompt ``"a photo of a {}."``. For a frozen image encoder this reuses the cached features; for
+a method that fine-tunes its encoder it must run before the first step (and before a resumed
+run loads its weights), which the trainer does.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from vlda.data.dataset import BadImageLog
 from vlda.engine.metrics import accuracy, mean_class_accuracy
 from vlda.engine.streams import Source, eval_batches
 from vlda.methods.base import Method
-from vlda.selection.outputs import SplitOutputs
+from vlda.methods.zeroshot import zero_shot_classifier
+from vlda.models.backbone import VisionLanguageBackbone
+from vlda.selection.outputs import SPLITS, ZEROSHOT, SplitOutputs
 from vlda.selection.summary import validator_key
 from vlda.selection.validators import Validator
 
 Autocast = Callable[[], contextlib.AbstractContextManager]
+ZEROSHOT_TEMPLATE = "a photo of a {}."
+
+
+def feature_splits(validators: Sequence[Validator]) -> set[str]:
+    """The splits whose features some validator reads."""
+    return {s for v in validators for s in v.needs_features}
 
 
 def _same(a: Sequence[Source] | None, b: Sequence[Source] | None) -> bool:
@@ -58,6 +74,7 @@ class Evaluator:
         self.bad_log = bad_log
         self.device = torch.device(device)
         self.autocast: Autocast = autocast or contextlib.nullcontext
+        self.zeroshot: SplitOutputs | None = None
 
     def has(self, split: str) -> bool:
         return sum(len(s.pool) for s in self.splits.get(split, [])) > 0
@@ -81,8 +98,18 @@ class Evaluator:
             return SplitOutputs(torch.empty(0, n_cls), empty, torch.empty(0, 0) if features else None)
         return SplitOutputs(torch.cat(logits), torch.cat(labels), torch.cat(feats) if features else None)
 
-    def outputs(self, names: Sequence[str], features: bool = False) -> dict[str, SplitOutputs]:
-        """Outputs of the named splits (``target_train`` without labels)."""
+    def _wants_features(self, name: str, features: bool | Collection[str]) -> bool:
+        if isinstance(features, bool):
+            return features
+        return name in features or (
+            name == "target_eval" and "target_train" in features
+            and _same(self.splits.get("target_train"), self.splits.get("target_eval"))
+        )
+
+    def outputs(self, names: Sequence[str], features: bool | Collection[str] = False) -> dict[str, SplitOutputs]:
+        """Outputs of the named splits (``target_train`` without labels); ``features``: for
+        every split (``True``) or for the named ones. ``target_zeroshot`` is included when
+        named and :meth:`prepare_zeroshot` computed it."""
         was_training = self.method.training
         self.method.eval()
         out: dict[str, SplitOutputs] = {}
@@ -91,19 +118,50 @@ class Evaluator:
                 same = name == "target_train" and _same(self.splits.get(name), self.splits.get("target_eval"))
                 if same and "target_eval" in out:
                     out[name] = out["target_eval"]
-                elif self.has(name):
-                    out[name] = self._run(self.splits[name], features)
+                elif name in SPLITS and self.has(name):
+                    out[name] = self._run(self.splits[name], self._wants_features(name, features))
             if "target_train" in out:
                 out["target_train"] = out["target_train"].unlabelled()
         finally:
             self.method.train(was_training)
+        if ZEROSHOT in names and self.zeroshot is not None:
+            out[ZEROSHOT] = self.zeroshot
         return out
+
+    @torch.no_grad()
+    def prepare_zeroshot(self) -> SplitOutputs | None:
+        """Zero-shot CLIP's logits of the ``target_train`` images, ``[N, C]`` in the rows and
+        order of the ``target_train`` outputs: ``logit_scale · normalize(g(x)) · Wᵀ``, ``g`` the
+        backbone's image encoder *as it is now* (call this before training; the method's
+        :meth:`~vlda.methods.base.Method.pretrained_image_features`), ``W`` the
+        normalised text features of ``"a photo of a {classname}."``. ``None`` when the backbone
+        has no text encoder (image classifiers) or there is no ``target_train`` split."""
+        backbone = self.method.backbone
+        if not isinstance(backbone, VisionLanguageBackbone) or not self.has("target_train"):
+            return None
+        was_training = backbone.training
+        backbone.eval()
+        try:
+            weights = zero_shot_classifier(backbone, self.method.task.prompt_names, (ZEROSHOT_TEMPLATE,)).float()
+            logits = []
+            for source in self.splits["target_train"]:
+                for batch in eval_batches(source, self.batch_size, self.num_workers, None):
+                    batch = {k: v.to(self.device) for k, v in batch.items()}
+                    with self.autocast():
+                        f = self.method.pretrained_image_features(batch)
+                    f = nn.functional.normalize(f.float(), dim=-1)
+                    logits.append((backbone.logit_scale * f @ weights.t()).cpu())
+        finally:
+            backbone.train(was_training)
+        n_cls = self.method.task.n_classes
+        self.zeroshot = SplitOutputs(torch.cat(logits) if logits else torch.empty(0, n_cls))
+        return self.zeroshot
 
     def needed(self, validators: Sequence[Validator], all_splits: bool = False) -> list[str]:
         """The splits an evaluation must compute: the target, the source validation, and what
-        the validators read (every split when ``all_splits``)."""
+        the validators read (every split, and the zero-shot reference, when ``all_splits``)."""
         names = ["target_eval", "source_val"]
-        extra = ["target_train"] if all_splits else [s for v in validators for s in v.needs]
+        extra = [*SPLITS, ZEROSHOT] if all_splits else [s for v in validators for s in v.needs]
         return [*names, *(s for s in dict.fromkeys(extra) if s not in names)]
 
     def record(

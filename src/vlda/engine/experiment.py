@@ -23,7 +23,7 @@ from vlda.data.readers import DomainData
 from vlda.engine.artefact import load_weights
 from vlda.engine.build import autocast_for, build_method, load_run_backbone, resolve_device
 from vlda.engine.checkpoint import write_text_atomic
-from vlda.engine.evaluate import Evaluator
+from vlda.engine.evaluate import Evaluator, feature_splits
 from vlda.engine.options import check_options, method_class
 from vlda.engine.rst import encoder_parameters
 from vlda.engine.run_data import RunData, load_run_data
@@ -189,6 +189,7 @@ def build_trainer(
         method, get_strategy(cfg.gradients), source_stream, target_stream, evaluator, validators,
         t, cfg.optim, cfg.schedule, _total_steps(cfg, src_train), out, headline_metric=p.data.metric,
         config=cfg.to_dict(), bad_log=bad, extra_summary={"splits": p.data.splits}, rst=cfg.rst,
+        eval_cfg=cfg.eval,
     )
 
 
@@ -236,7 +237,7 @@ def evaluate_run(cfg: RunConfig, weights: Path | None) -> dict[str, Any]:
         autocast_for(t.amp, device),
     )
     validators = [get_validator(n) for n in cfg.selection.validators]
-    outputs = evaluator.outputs(evaluator.needed(validators))
+    outputs = evaluator.outputs(evaluator.needed(validators), features=feature_splits(validators))
     result = evaluator.record(outputs, validators, p.data.metric)
     return {**result, "splits": p.data.splits}
 

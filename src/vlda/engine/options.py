@@ -9,6 +9,7 @@ validators, the benchmark and its domains, and that the backbone suits the metho
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from vlda.data.benchmarks import get_benchmark
 from vlda.gradients.registry import strategy_options
 from vlda.methods.base import Method
 from vlda.methods.registry import get_method
+from vlda.selection.outputs import ZEROSHOT
 from vlda.selection.validators import VALIDATORS
 
 
@@ -38,13 +40,33 @@ def check_options(cfg: RunConfig) -> RunConfig:
         cfg.gradients = strategy_options(cfg.gradients)
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from None
-    for name in cfg.selection.validators:
-        if name not in VALIDATORS:
-            raise ConfigError(f"selection.validators: unknown validator {name!r}; available: {sorted(VALIDATORS)}")
+    _check_validators(cfg, cls)
     _check_backbone(cfg, cls)
     _check_rst(cfg, cls)
     _check_benchmark(cfg)
     return cfg
+
+
+PIP_NAMES = {"sklearn": "scikit-learn"}
+
+
+def _check_validators(cfg: RunConfig, cls: type[Method]) -> None:
+    for name in cfg.selection.validators:
+        if name not in VALIDATORS:
+            raise ConfigError(f"selection.validators: unknown validator {name!r}; available: {sorted(VALIDATORS)}")
+        v = VALIDATORS[name]
+        if ZEROSHOT in v.needs and cls.backbone_kind == "image_classifier":
+            raise ConfigError(
+                f"selection.validators: {name!r} compares the model's target predictions with zero-shot "
+                f"CLIP's, and method {cls.name!r} trains an image classifier, which has no zero-shot "
+                "model; remove it (e.g. use im, bnm or class_ami)"
+            )
+        missing = [PIP_NAMES.get(m, m) for m in v.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ConfigError(
+                f"selection.validators: {name!r} needs {', '.join(missing)}: pip install {' '.join(missing)} "
+                "(or pip install 'vlda[select]')"
+            )
 
 
 def _check_backbone(cfg: RunConfig, cls: type[Method]) -> None:

@@ -36,7 +36,7 @@ CHANGES = "resume_changes.jsonl"
 # Settings that do not change what a run computes (where it prints, how fast it loads data).
 NO_EFFECT = frozenset({
     "output", "train.progress", "train.tensorboard", "train.device", "train.eval_batch_size",
-    "data.num_workers", "cache.dir",
+    "data.num_workers", "cache.dir", "eval.save_outputs", "eval.outputs_dtype", "train.save_outputs",
 })
 
 

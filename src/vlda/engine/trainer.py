@@ -3,13 +3,18 @@
 Iteration-based. Every ``eval_every`` steps (and at the last step) the evaluation splits are
 run (:class:`~vlda.engine.evaluate.Evaluator`) and one JSON line is appended to
 ``OUT/metrics.jsonl``; the checkpoint (``OUT/checkpoint.pt``) is then written atomically.
-``OUT/summary.json`` reports three results:
+``OUT/summary.json`` reports, under ``results``:
 
 * ``last`` — the final step;
-* ``selected`` — the evaluation with the best score of the first validator
-  (``selection.validators``; default source-validation accuracy: no target label);
+* ``selected_by`` — for every configured validator (``selection.validators``), the evaluation
+  with its best score (no target label); ``selected`` — the same for the first, the primary
+  validator (``selected.pt`` holds its weights);
 * ``oracle`` — the evaluation with the best target metric: chosen with target labels, reported
   only under this name, for comparison with papers that select this way.
+
+With ``eval.save_outputs``, each evaluation's outputs are written to
+``OUT/outputs/step_XXXXXXX.pt`` (and zero-shot CLIP's target logits once, to
+``OUT/outputs/target_zeroshot.pt``), so that ``vlda select`` can score other validators later.
 
 The method gives its objectives; the gradient strategy writes the gradients; the engine
 (:class:`~vlda.engine.stepper.Stepper`) unscales, clips, steps and updates the scaler.
@@ -40,7 +45,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from vlda.config import OptimConfig, RstConfig, ScheduleConfig, TrainConfig
+from vlda.config import EvalConfig, OptimConfig, RstConfig, ScheduleConfig, TrainConfig
 from vlda.data.dataset import BadImageLog
 from vlda.engine.artefact import artefact_stats, expand_state, sparse_state
 from vlda.engine.build import autocast_for, resolve_device
@@ -51,7 +56,7 @@ from vlda.engine.checkpoint import (
     save_atomic,
     write_text_atomic,
 )
-from vlda.engine.evaluate import Evaluator
+from vlda.engine.evaluate import Evaluator, feature_splits
 from vlda.engine.optim import build_optimizer
 from vlda.engine.rng import rng_state, set_rng_state
 from vlda.engine.rst import ResidualSparseTraining, encoder_parameters
@@ -60,6 +65,7 @@ from vlda.engine.stepper import Stepper
 from vlda.engine.streams import TrainStream
 from vlda.gradients.base import GradientStrategy, summarize_diagnostics
 from vlda.methods.base import Method
+from vlda.selection.outputs import ZEROSHOT, ZEROSHOT_FILE, pack_outputs
 from vlda.selection.summary import summarize, validator_key
 from vlda.selection.validators import Validator
 
@@ -106,6 +112,7 @@ class Trainer:
         extra_summary: dict[str, Any] | None = None,
         on_eval: Callable[[dict[str, Any]], None] | None = None,
         rst: RstConfig | None = None,
+        eval_cfg: EvalConfig | None = None,
     ) -> None:
         self.method = method
         self.strategy = strategy
@@ -114,6 +121,7 @@ class Trainer:
         self.evaluator = evaluator
         self.validators = list(validators)
         self.cfg = train
+        self.eval_cfg = eval_cfg or EvalConfig()
         self.optim_cfg = optim
         self.schedule = schedule
         self.total_steps = total_steps if method.trains else 0
@@ -134,15 +142,29 @@ class Trainer:
 
     def evaluate(self, step: int) -> dict[str, Any]:
         """One evaluation record (target and source-validation accuracy, validator scores);
-        saves the outputs when ``train.save_outputs`` asks for it."""
-        save = self.cfg.save_outputs
+        saves the outputs when ``eval.save_outputs`` asks for it."""
+        save = self.eval_cfg.save_outputs
         names = self.evaluator.needed(self.validators, all_splits=save != "none")
-        outputs = self.evaluator.outputs(names, features=save == "features")
+        features = True if save == "features" else feature_splits(self.validators)
+        outputs = self.evaluator.outputs(names, features=features)
         rec = self.evaluator.record(outputs, self.validators, self.headline)
         if save != "none":
+            packed = pack_outputs(outputs, getattr(torch, self.eval_cfg.outputs_dtype), save == "features")
             rec["outputs"] = f"outputs/step_{step:07d}.pt"
-            save_atomic({k: v.to_dict() for k, v in outputs.items()}, self.out / rec["outputs"])
+            save_atomic(packed, self.out / rec["outputs"])
         return rec
+
+    def _prepare_zeroshot(self) -> None:
+        """Zero-shot CLIP's target logits, from the still-pretrained backbone (before any step
+        and before a resumed run loads its weights), when a validator or the saved outputs use
+        them."""
+        saving = self.eval_cfg.save_outputs != "none"
+        if not saving and not any(ZEROSHOT in v.needs for v in self.validators):
+            return
+        ref = self.evaluator.prepare_zeroshot()
+        if ref is not None and saving:
+            dtype = getattr(torch, self.eval_cfg.outputs_dtype)
+            save_atomic(ref.to_dict(dtype), self.out / ZEROSHOT_FILE)
 
     # -- the loop -----------------------------------------------------------------------------
     def _stepper(self) -> Stepper | None:
@@ -180,6 +202,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         method = self.method.to(self.device)
         method.setup(self.device)
+        self._prepare_zeroshot()
         stepper = self._stepper()
         if self.rst_cfg is not None and stepper is not None:  # θ0: the pretrained weights, before any restore
             self.rst = ResidualSparseTraining(method, self.rst_cfg.threshold)
@@ -333,13 +356,13 @@ class Trainer:
     def _finish(self, writer: Any) -> dict[str, Any]:
         if writer is not None:
             writer.close()
-        validator = self.validators[0].name if self.validators else "source_val_acc"
+        validators = [v.name for v in self.validators] or ["source_val_acc"]
         summary = {
             "config": self.config,
             "method": self.method.name,
             "headline_metric": self.headline,
             **self.extra_summary,
-            "results": summarize(self.history, validator),
+            "results": summarize(self.history, validators),
             # run means of the strategy's per-step diagnostics (cosine, conflict rate, norms)
             "gradients": {"strategy": self.strategy.name, **summarize_diagnostics(self.history)},
             "bad_images": self.bad_log.count,

@@ -180,6 +180,10 @@ class ADCLIP(Method):
     def cache_encoder(self) -> ImageEncoder:
         return LayerStatsEncoder(self.backbone)
 
+    def pretrained_image_features(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """CLIP's image features ``f(x)`` ``[B, D]``: the first ``D`` columns of the cached rows."""
+        return super().pretrained_image_features(batch)[:, : self.backbone.embed_dim]
+
     def image_features(self, batch: Mapping[str, Tensor]) -> Tensor:
         """``[f(x) ‖ statistics]`` ``[B, D + S]`` (fp32), from the cache or the frozen encoder."""
         if "features" in batch:

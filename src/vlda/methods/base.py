@@ -161,6 +161,16 @@ class Method(nn.Module):
                 feats = self.backbone.encode_image(batch["images"])
         return nn.functional.normalize(feats.float(), dim=-1)
 
+    def pretrained_image_features(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """CLIP's image features ``[B, D]`` (not normalised) of a batch as the *pretrained*
+        backbone gives them (the cached ``features``, or ``backbone.encode_image``): what the
+        zero-shot reference of the ``zeroshot_agreement`` validator is computed from, once,
+        before any training step. A method whose cache holds more than these features returns
+        the CLIP part (AD-CLIP)."""
+        if "features" in batch:
+            return batch["features"]
+        return self.backbone.encode_image(batch["images"])
+
     # -- the training contract ----------------------------------------------------------------
     def losses(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Named objectives (scalars) for one step, in one forward pass. Implement this or

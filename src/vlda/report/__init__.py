@@ -1,0 +1,1 @@
+"""Reports from finished runs: paper-style tables (:mod:`vlda.report.tables`)."""

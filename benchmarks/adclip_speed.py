@@ -25,17 +25,13 @@ Writes ``benchmarks/results/adclip_speed.json`` (``adclip_speed_vitb16.json`` fo
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import shlex
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from bench_common import make_bank, make_task
+from bench_common import make_bank, make_task, provenance, write_result
 from torch.nn import functional as F
 
 from vlda.methods.adclip import ADCLIP
@@ -181,18 +177,13 @@ def main(argv: list[str] | None = None) -> dict:
         "rates": [float(f"{x:.4g}") for x in s.rates],
     } for s in settings]
     result = {
-        "command": "python benchmarks/adclip_speed.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "threads": torch.get_num_threads(), "torch": torch.__version__},
         "model": args.model, "classes": args.classes, "batch": f"{args.batch}+{args.batch}",
-        "settings": rows,
+        "threads": torch.get_num_threads(), "settings": rows, **provenance("adclip_speed.py", argv),
     }
-    print(f"{'setting':14}{'steps/s':>10}{'x official':>12}{'median x':>10}")
-    for row in rows:
-        print(f"{row['setting']:14}{row['steps_per_s']:>10}{row['speedup_vs_official']:>12}{row['median_speedup_vs_official']:>10}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    table = [f"{'setting':14}{'steps/s':>10}{'x official':>12}{'median x':>10}"]
+    table += [f"{r['setting']:14}{r['steps_per_s']:>10}{r['speedup_vs_official']:>12}{r['median_speedup_vs_official']:>10}"
+              for r in rows]
+    write_result(result, args.out, "\n".join(table))
     return result
 
 

@@ -36,3 +36,28 @@ def make_bank(n: int, n_views: int, dim: int, n_classes: int, seed: int) -> Feat
         paths=[f"img{i}.jpg" for i in range(n)],
         key="benchmark",
     )
+
+
+def provenance(script: str, argv: list[str] | None) -> dict:
+    """Where a result comes from: the library versions, the machine, the command and the date."""
+    import platform
+    import shlex
+    import sys
+    from datetime import datetime, timezone
+
+    return {
+        "env": {"torch": torch.__version__, "python": platform.python_version(),
+                "machine": platform.machine(), "processor": platform.processor() or None},
+        "command": f"python benchmarks/{script} " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_result(result: dict, out, table: str) -> None:
+    """Write ``result`` as JSON to ``out`` (a Path) and print its table."""
+    import json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(table)
+    print(f"wrote {out}")

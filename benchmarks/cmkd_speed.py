@@ -31,19 +31,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import platform
-import shlex
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import make_task
+from bench_common import make_task, provenance, write_result
 from torch.nn import functional as F
 
 import vlda  # noqa: F401  (torchvision shim before open_clip)
@@ -213,15 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
         "models": [measure(m, args) for m in args.models],
         "setup": {"device": args.device, "threads": args.threads, "steps_per_round": args.steps,
                   "rounds": args.repeats, "ramp_step": STEP, "rst_threshold": args.rst_threshold},
-        "env": {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-                "processor": platform.processor() or None},
-        "command": "python benchmarks/cmkd_speed.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance("cmkd_speed.py", argv),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(format_table(result))
-    print(f"wrote {args.out}")
+    write_result(result, args.out, format_table(result))
     return result
 
 

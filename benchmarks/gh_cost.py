@@ -27,17 +27,13 @@ Writes ``benchmarks/results/gh_cost.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
-import shlex
 import statistics
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from bench_common import provenance, write_result
 
 import vlda  # noqa: F401  (torchvision shim before timm)
 from vlda.engine.stepper import Stepper
@@ -163,17 +159,9 @@ def main(argv: list[str] | None = None) -> dict:
             "trainable_params": n_params, "device": str(device), "threads": args.threads,
             "steps_per_round": args.steps, "rounds": args.repeats,
         },
-        "env": {
-            "torch": torch.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "processor": platform.processor() or None,
-        },
-        "command": "python benchmarks/gh_cost.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance("gh_cost.py", argv),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(format_table(result))
-    print(f"wrote {args.out}")
+    write_result(result, args.out, format_table(result))
     return result
 
 

@@ -30,17 +30,13 @@ Writes ``benchmarks/results/rst_speed.json`` (``--out``).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import shlex
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from bench_common import provenance, write_result
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -176,16 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     result = measure(args)
-    result.update({
-        "env": {"torch": torch.__version__, "python": platform.python_version(),
-                "machine": platform.machine(), "processor": platform.processor() or None},
-        "command": "python benchmarks/rst_speed.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(format_table(result))
-    print(f"wrote {args.out}")
+    result.update(provenance("rst_speed.py", argv))
+    write_result(result, args.out, format_table(result))
     return result
 
 

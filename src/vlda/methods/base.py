@@ -251,6 +251,21 @@ class Method(nn.Module):
                 own[n].copy_(t)
 
 
+def load_buffer_state(own: Mapping[str, Tensor], state: Mapping[str, Tensor], method: str) -> None:
+    """Copy the ``buffer:<name>`` entries of a saved state into ``own`` (name -> buffer), for
+    methods whose artefact holds buffers (BatchNorm statistics); a missing or unexpected buffer
+    is a ``ValueError`` naming it."""
+    bufs = {k[len("buffer:"):]: v for k, v in state.items() if k.startswith("buffer:")}
+    if set(bufs) != set(own):
+        raise ValueError(
+            f"checkpoint buffers do not match method {method!r}: missing {sorted(set(own) - set(bufs))}, "
+            f"unexpected {sorted(set(bufs) - set(own))}"
+        )
+    with torch.no_grad():
+        for n, t in bufs.items():
+            own[n].copy_(t)
+
+
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """``sum(mask * values) / sum(mask)``, and exactly 0 (still differentiable) when the mask is
     empty. The official DAPL/PGA code divides by ``mask.sum()`` and gets NaN in that case, which

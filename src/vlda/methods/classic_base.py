@@ -24,12 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from vlda.config.search import Distribution, LogUniform
 from vlda.gradients.base import Objectives
-from vlda.methods.base import Method
+from vlda.methods.base import Method, load_buffer_state
 from vlda.models.classifier import ImageBackbone, ImageClassifier
 
 
@@ -147,13 +146,4 @@ class ClassifierMethod(Method):
     def load_trainable_state_dict(self, state: Mapping[str, Tensor]) -> None:
         params = {k: v for k, v in state.items() if not k.startswith("buffer:")}
         super().load_trainable_state_dict(params)
-        own = dict(self.named_buffers())
-        bufs = {k[len("buffer:"):]: v for k, v in state.items() if k.startswith("buffer:")}
-        if set(bufs) != set(own):
-            raise ValueError(
-                f"checkpoint buffers do not match method {self.name!r}: missing "
-                f"{sorted(set(own) - set(bufs))}, unexpected {sorted(set(bufs) - set(own))}"
-            )
-        with torch.no_grad():
-            for n, t in bufs.items():
-                own[n].copy_(t)
+        load_buffer_state(dict(self.named_buffers()), state, self.name)

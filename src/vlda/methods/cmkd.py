@@ -65,7 +65,7 @@ from vlda.data.transforms import (
     Transform,
 )
 from vlda.gradients.base import Objectives
-from vlda.methods.base import Method
+from vlda.methods.base import Method, load_buffer_state
 
 _BN = nn.modules.batchnorm._BatchNorm
 NonNegative = Annotated[float, Field(ge=0)]
@@ -319,13 +319,4 @@ class CMKD(Method):
 
     def load_trainable_state_dict(self, state: Mapping[str, Tensor]) -> None:
         super().load_trainable_state_dict({k: v for k, v in state.items() if not k.startswith("buffer:")})
-        own = {f"buffer:head.{n}": b for n, b in self.head.named_buffers()}
-        bufs = {k: v for k, v in state.items() if k.startswith("buffer:")}
-        if set(bufs) != set(own):
-            raise ValueError(
-                f"checkpoint buffers do not match method 'cmkd': missing {sorted(set(own) - set(bufs))}, "
-                f"unexpected {sorted(set(bufs) - set(own))}"
-            )
-        with torch.no_grad():
-            for k, t in bufs.items():
-                own[k].copy_(t)
+        load_buffer_state({f"head.{n}": b for n, b in self.head.named_buffers()}, state, self.name)

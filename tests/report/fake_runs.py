@@ -18,7 +18,7 @@ def write_run(root, method="dapl", source="art", target="clipart", seed=1, grads
     recs = []
     for i, step in enumerate(steps):
         rec = {"step": step, "target/acc": targets[i], "target/metric": targets[i], "source_val/acc": 0.9,
-               "validator/im": im[i], "validator/source_val_acc": 0.9, "train/source_ce": 1.0 / step}
+               "validator/im": im[i], "validator/source_val_acc": 0.9, "train/loss/source_ce": 1.0 / step, "train/grl_coeff": 0.5}
         if grads != "sum":
             rec.update({"train/grad/cos": 0.5 - 0.2 * i, "train/grad/conflict": 0.1 * i})
         recs.append(rec)

@@ -7,6 +7,7 @@ def test_escape():
     assert escape("dann+gh_x 50% a&b #1 $") == r"dann+gh\_x 50\% a\&b \#1 \$"
     assert escape("Ar→Cl 60.0 ± 1.2") == r"Ar$\to$Cl 60.0 $\pm$ 1.2"
     assert escape("\\{}") == r"\textbackslash{}\{\}"
+    assert escape("×100 – a") == r"$\times$100 -- a"
 
 
 def test_latex_table():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from report.fake_runs import write_run
-from vlda.report.plots import THRESHOLDS, confusion, plot_run, pseudo_label_curve
+from vlda.report.plots import THRESHOLDS, confusion, learning_curves, plot_run, pseudo_label_curve
 from vlda.report.quality import read_metrics
 
 pytest.importorskip("matplotlib")
@@ -49,3 +49,11 @@ def test_plots_say_what_is_missing(tmp_path):
     run = write_run(tmp_path / "nofeat", outputs=True, features=False)
     result = plot_run(run, tmp_path / "plots2", read_metrics(run))
     assert _names(result) == {"curves", "pseudo_labels", "confusion"} and any("no t-SNE" in n for n in result.notes)
+
+
+def test_learning_curves_plot_the_losses_and_every_validator(tmp_path):
+    fig = learning_curves(read_metrics(write_run(tmp_path)))
+    labels = [ax.get_legend_handles_labels()[1] for ax in fig.axes]
+    assert labels == [["source_ce"], ["source-val acc", "target metric (uses target labels)"], ["im", "source_val_acc"]]
+    ys = fig.axes[2].lines[0].get_ydata().tolist()  # im (1.0, 0.8) min-max scaled
+    assert ys == [1.0, 0.0]

@@ -9,6 +9,8 @@ import pytest
 from vlda.cli.main import main
 from vlda.config import build_config
 from vlda.engine.experiment import run
+from vlda.report.plots import learning_curves
+from vlda.report.quality import read_metrics
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")
@@ -32,6 +34,8 @@ def test_report_of_a_real_run(color_data, tmp_path):
     assert main(["report", str(tmp_path / "runs"), "--out", str(report), "--html", "--quiet"]) == 0
     plots = sorted(p.stem for p in (report / "plots" / "dann-gh").glob("*.png"))
     assert plots == ["confusion", "curves", "gradients", "pseudo_labels", "tsne"]
+    losses = learning_curves(read_metrics(out)).axes[0].get_legend_handles_labels()[1]
+    assert set(losses) == {"source_ce", "transfer", "total"}  # the real run's loss keys
     html = (report / "report.html").read_text()
     assert html.count("<img src=\"data:image/png;base64,") == 5 and "http://" not in html
     summary = json.loads((out / "summary.json").read_text())["results"]

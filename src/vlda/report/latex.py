@@ -1,6 +1,6 @@
 """Tables as LaTeX (``booktabs``: ``\\toprule``/``\\midrule``/``\\bottomrule``), ready for
 ``\\input{}`` in a paper: first column left-aligned, the others centred; LaTeX's special
-characters escaped; ``±`` and ``→`` written as math (``$\\pm$``, ``$\\to$``)."""
+characters escaped; ``±``, ``→``, ``×`` written as math (``$\\pm$``, ``$\\to$``, ``$\\times$``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 _SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "±": r"$\pm$", "→": r"$\to$", "−": "-",
+    "±": r"$\pm$", "→": r"$\to$", "×": r"$\times$", "−": "-", "–": "--", "—": "---",
 }
 
 

@@ -2,7 +2,7 @@
 
 From ``metrics.jsonl`` (always there):
 
-* learning curves — the training losses (``train/<name>``), source-validation and target
+* learning curves — the training losses (``train/loss/<name>``, ``train/loss/total``), source-validation and target
   metric (the target curve **uses target labels**), and each validator's score (min–max scaled
   per validator so that they share an axis; higher is better for every one);
 * gradient diagnostics of GH / GH++ / PCGrad / PGA runs — ``train/grad/cos`` (mean cosine
@@ -91,8 +91,8 @@ def _keys(history: Sequence[Mapping[str, Any]], pattern: str) -> list[str]:
 def learning_curves(history: Sequence[Mapping[str, Any]]) -> Figure:
     """Losses, accuracies and validator scores against the step (see the module docstring)."""
     fig, (loss_ax, acc_ax, val_ax) = _figure(3)
-    for key in _keys(history, r"train/(?!grad/|amp/|lr)[^/]+"):
-        loss_ax.plot(*_series(history, key), marker=".", label=key.removeprefix("train/"))
+    for key in _keys(history, r"train/loss/.+"):
+        loss_ax.plot(*_series(history, key), marker=".", label=key.removeprefix("train/loss/"))
     loss_ax.set(title="training losses", xlabel="step")
     for key, label in (("source_val/acc", "source-val acc"), ("target/metric", "target metric" + LABELS)):
         acc_ax.plot(*_series(history, key), marker=".", label=label)

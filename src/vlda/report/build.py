@@ -60,7 +60,7 @@ def write_quality(runs: Sequence[tb.RunResult], out: Path) -> tuple[Table | None
              "quality.tex": latex(header, rows, caption=q.QUALITY_TITLE)}
     for name, text in files.items():
         write_text_atomic(text, out / name)
-    return Table(q.QUALITY_TITLE, header, rows, note=q.QUALITY_NOTE.replace("**", ""), uses_labels=True), [
+    return Table(q.QUALITY_TITLE, header, rows, note=q.QUALITY_NOTE.replace("**", "").replace("`", ""), uses_labels=True), [
         out / n for n in files]
 
 

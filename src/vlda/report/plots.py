@@ -168,10 +168,11 @@ def confusion_plot(logits: np.ndarray, labels: np.ndarray, classnames: Sequence[
     cm_ax.set(title="target confusion matrix" + LABELS, xlabel="predicted", ylabel="true")
     pc_ax.bar(np.arange(n), per_class)
     pc_ax.set(title="per-class target accuracy" + LABELS, ylim=(0.0, 1.02))
-    if classnames is not None and len(classnames) == n and n <= 20:
+    if n <= 20:  # class names (or indices) on the axes; more would not be legible
+        names = list(classnames) if classnames is not None and len(classnames) == n else [str(i) for i in range(n)]
         for ax in (cm_ax, pc_ax):
-            ax.set_xticks(np.arange(n), list(classnames), rotation=90, fontsize="x-small")
-        cm_ax.set_yticks(np.arange(n), list(classnames), fontsize="x-small")
+            ax.set_xticks(np.arange(n), names, rotation=90, fontsize="x-small")
+        cm_ax.set_yticks(np.arange(n), names, fontsize="x-small")
     return fig
 
 

@@ -66,6 +66,12 @@ def test_quality_by_hand(tmp_path):
     assert table["snd"] == ["2", "75.0", "80.0", "5.0", f"{3 / (4.5 * 5) ** 0.5:.3f}"]
 
 
+def test_a_nan_score_is_not_a_candidate(tmp_path):
+    run = _run(tmp_path, "nan", 1, [(0.5, 1.0, 0.1), (0.9, float("nan"), 0.3)])
+    im = next(g for g in group_quality([run], [read_metrics(run.path)]) if g.validator == "im")
+    assert (im.chosen, im.oracle, im.n_evals, im.spearman) == (0.5, 0.9, 1, None)
+
+
 def test_runs_without_a_target_metric_give_no_group(tmp_path):
     d = tmp_path / "r"
     d.mkdir()

@@ -103,6 +103,10 @@ class GroupQuality:
         return self.oracle - self.chosen
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
 def validator_names(histories: Sequence[Sequence[Mapping[str, Any]]]) -> list[str]:
     """The validators logged in any record, in first-seen order."""
     seen = (k[len(VALIDATOR_PREFIX):] for h in histories for r in h for k in r if k.startswith(VALIDATOR_PREFIX))
@@ -113,7 +117,8 @@ def group_quality(
     runs: Sequence[RunResult], histories: Sequence[Sequence[Mapping[str, Any]]]
 ) -> list[GroupQuality]:
     """Every validator's :class:`GroupQuality` in every group of ``runs`` (``histories[i]`` is
-    ``runs[i]``'s ``metrics.jsonl``). Groups without a target metric are left out."""
+    ``runs[i]``'s ``metrics.jsonl``). Groups without a target metric are left out; a score
+    that is missing or not finite (NaN) leaves its evaluation out of that validator's choice."""
     groups: dict[tuple[str, str, int], list[tuple[str, Mapping[str, Any]]]] = defaultdict(list)
     for run, hist in zip(runs, histories, strict=True):
         groups[(run.method, run.task, run.seed)] += [(run.path, r) for r in hist if r.get(TARGET_KEY) is not None]
@@ -124,7 +129,7 @@ def group_quality(
             continue
         oracle = max(float(r[TARGET_KEY]) for _, r in evals)
         for name in names:
-            scored = [(p, r) for p, r in evals if r.get(VALIDATOR_PREFIX + name) is not None]
+            scored = [(p, r) for p, r in evals if _finite(r.get(VALIDATOR_PREFIX + name))]
             if not scored:
                 continue
             path, best = max(scored, key=lambda pr: float(pr[1][VALIDATOR_PREFIX + name]))

@@ -10,10 +10,10 @@ from vlda.selection.outputs import SplitOutputs, pack_outputs
 
 
 def write_run(root, method="dapl", source="art", target="clipart", seed=1, grads="sum", steps=(2, 4),
-              targets=(0.5, 0.7), im=(1.0, 0.8), outputs=False, features=True, n=40, classes=3):
+              targets=(0.5, 0.7), im=(1.0, 0.8), outputs=False, features=True, n=40, classes=3, lr=None):
     """A finished run: one evaluation per step (target metric ``targets``, validator ``im``);
     with ``outputs``, outputs/step_XXXXXXX.pt per step (features when ``features``)."""
-    d = root / f"{method}-{grads}-{source}-{target}-{seed}"
+    d = root / (f"{method}-{grads}-{source}-{target}-{seed}" + (f"-lr{lr}" if lr else ""))
     d.mkdir(parents=True)
     recs = []
     for i, step in enumerate(steps):
@@ -37,7 +37,7 @@ def write_run(root, method="dapl", source="art", target="clipart", seed=1, grads
     selected_by = {"im": {**res(best_im, "im"), "validator": "im"}}
     summary = {
         "config": {"data": {"benchmark": "officehome", "source": [source], "target": target},
-                   "method": {"name": method}, "gradients": {"name": grads}, "train": {"seed": seed}},
+                   "method": {"name": method}, "gradients": {"name": grads}, "train": {"seed": seed}, **({"optim": {"lr": lr}} if lr else {})},
         "results": {"last": res(recs[-1], "last step"), "selected": selected_by["im"], "selected_by": selected_by,
                     "oracle": res(max(recs, key=lambda r: r["target/metric"]), "ORACLE")},
     }

@@ -1,6 +1,7 @@
 """vlda report --html: one self-contained page (tables, every image a data URI, no link to the
 network), LaTeX and the quality table next to the Markdown; the page also in a real browser."""
 
+import csv
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -89,3 +90,19 @@ def test_report_html_in_a_headless_browser(sweep, tmp_path):
                     "--window-size=1200,3000", (out / "report.html").as_uri()], capture_output=True, timeout=120,
                    check=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_latex_tables_keep_the_settings_each_validator_chooses(tmp_path):
+    root = tmp_path / "sweep"
+    write_run(root, seed=1, lr=0.1, targets=(0.5, 0.7), im=(1.0, 0.8))  # im prefers lr 0.1 (best score 1.0)
+    write_run(root, seed=1, lr=0.2, targets=(0.6, 0.9), im=(0.2, 0.3))
+    out = tmp_path / "report"
+    assert main(["report", str(root), "--out", str(out), "--quiet"]) == 0
+    with open(out / "im.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[1] == ["dapl", "50.0", "50.0"]  # lr 0.1's choice, step 2
+    assert r"dapl & 50.0 & 50.0 \\" in (out / "im.tex").read_text()
+    assert r"dapl & 90.0 & 90.0 \\" in (out / "oracle.tex").read_text()  # the oracle: lr 0.2, step 4
+    with open(out / "quality_groups.csv") as f:
+        im = next(r for r in csv.DictReader(f) if r["validator"] == "im")
+    assert (im["chosen_step"], float(im["chosen_target_metric"]), float(im["oracle_target_metric"])) == ("2", 0.5, 0.9)

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from vlda.report.quality import group_quality, quality_table, ranks, read_metrics, spearman
-from vlda.report.tables import RunResult
+from vlda.report.runs import RunResult
 
 
 def test_ranks_average_ties():

@@ -20,9 +20,11 @@ from tqdm.auto import tqdm
 from vlda.files import write_text_atomic
 from vlda.report import quality as q
 from vlda.report import tables as tb
+from vlda.report.hparams import choose_hparams
 from vlda.report.html import Page, Table, write_html
 from vlda.report.latex import latex
 from vlda.report.plots import RunPlots, plot_run
+from vlda.report.runs import RunResult, find_runs, load_run
 
 
 def _title(sel: str) -> str:
@@ -31,9 +33,11 @@ def _title(sel: str) -> str:
     return "last step" if sel == "last" else f"selected by {sel} (no target labels)"
 
 
-def result_tables(runs: Sequence[tb.RunResult]) -> list[Table]:
-    """One :class:`Table` per selection (``last``, validators, ``oracle``)."""
-    return [Table(_title(sel), *tb.table(runs, sel), uses_labels=sel == "oracle") for sel in tb.selections(runs)]
+def result_tables(runs: Sequence[RunResult]) -> list[Table]:
+    """One :class:`Table` per selection (``last``, validators, ``oracle``), the hyper-parameters
+    of each chosen by its own criterion (:func:`vlda.report.hparams.choose_hparams`)."""
+    return [Table(_title(sel), *tb.table(choose_hparams(runs, sel), sel), uses_labels=sel == "oracle")
+            for sel in tb.selections(runs)]
 
 
 def write_latex(tables: Sequence[Table], names: Sequence[str], out: Path) -> list[Path]:
@@ -47,7 +51,7 @@ def write_latex(tables: Sequence[Table], names: Sequence[str], out: Path) -> lis
     return [*files, out / "tables.tex"]
 
 
-def write_quality(runs: Sequence[tb.RunResult], out: Path) -> tuple[Table | None, list[Path]]:
+def write_quality(runs: Sequence[RunResult], out: Path) -> tuple[Table | None, list[Path]]:
     """The validator-quality table and its files, or ``(None, [])`` when no run logged both a
     target metric and a validator score."""
     groups = q.group_quality(runs, [q.read_metrics(r.path) for r in runs])
@@ -73,7 +77,7 @@ def run_names(paths: Sequence[str]) -> list[str]:
     return [os.path.relpath(os.path.abspath(p), root).replace(os.sep, "__") for p in paths]
 
 
-def write_plots(runs: Sequence[tb.RunResult], out: Path, tsne_points: int = 300,
+def write_plots(runs: Sequence[RunResult], out: Path, tsne_points: int = 300,
                 progress: bool = True) -> list[tuple[str, RunPlots]]:
     """Every run's plots under ``out/plots/<run name>/``."""
     made = []
@@ -91,7 +95,7 @@ def build_report(paths: Iterable[str | Path], out: str | Path, *, plots: bool = 
     paths = list(paths)
     out = Path(out)
     files = tb.write_report(paths, out)
-    runs = [tb.load_run(d) for d in tb.find_runs(paths)]
+    runs = [load_run(d) for d in find_runs(paths)]
     tables = result_tables(runs)
     files += write_latex(tables, tb.selections(runs), out)
     quality, qfiles = write_quality(runs, out)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlda.report.tables import RunResult
+from vlda.report.runs import RunResult
 
 TARGET_KEY = "target/metric"
 VALIDATOR_PREFIX = "validator/"

@@ -183,10 +183,15 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from vlda.report.tables import write_report
+    from vlda.report.build import build_report
 
-    files = write_report(args.runs, Path(args.out))
+    if args.tsne_points < 2:
+        raise ValueError(f"--tsne-points must be at least 2, got {args.tsne_points}")
+    files = build_report(args.runs, Path(args.out), plots=args.plots, html=args.html,
+                         tsne_points=args.tsne_points, progress=not args.quiet)
     print((Path(args.out) / "tables.md").read_text())
+    if (Path(args.out) / "quality.md").is_file():
+        print((Path(args.out) / "quality.md").read_text())
     print(f"wrote {len(files)} files to {args.out}")
     return 0
 

@@ -67,10 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "report", help="paper-style tables (methods x tasks, mean ± std over seeds) from finished runs",
         description="Collect the runs at or under each directory into one table per way of choosing the "
-        "checkpoint (last, each validator, oracle), as Markdown and CSV.",
+        "checkpoint (last, each validator, oracle), as Markdown, CSV and LaTeX, and a validator-quality "
+        "table (judged with target labels); --plots, --html: plots and a self-contained HTML page.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN_OR_SWEEP_DIR", help="run directories, or folders holding runs")
     p.add_argument("--out", required=True, help="folder to write the tables to")
+    p.add_argument("--plots", action="store_true", help="also each run's plots (PNG and SVG) under OUT/plots/")
+    p.add_argument("--html", action="store_true", help="also the plots and one self-contained page, OUT/report.html")
+    p.add_argument("--tsne-points", type=int, default=300, help="t-SNE subsample per domain (default: 300)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=commands.cmd_report)
 
     p = sub.add_parser("cache", help="build the feature cache of a config's domains")

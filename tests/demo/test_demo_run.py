@@ -54,6 +54,11 @@ def test_demo_runs_every_clip_row_and_writes_the_summary(
     assert cmkd["optim"]["nesterov"] and cmkd["cache"]["enabled"] is False
     adclip = json.loads((out / "adclip" / "summary.json").read_text())["config"]
     assert adclip["optim"]["name"] == "adam" and adclip["cache"]["enabled"]
+    # every validator's choice is reported, and the report is written
+    for row in summary["rows"]:
+        assert {"source_val_acc", "entropy", "snd", "zeroshot_agreement"} <= set(row["selected_by"])
+    assert "zeroshot_agreement" not in summary["classic_rows"][0]["selected_by"]
+    assert (out / "report" / "report.html").is_file() and "entropy" in printed
     rst_row = next(r for r in summary["rows"] if r["method"] == "cmkd+rst")
     assert 0 < rst_row["artefact_bytes"] < rst_row["dense_bytes"] and "artefact" in printed
 

@@ -42,7 +42,8 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if not p.exists():
             raise FileNotFoundError(f"{p} does not exist")
-        candidates = [p / "summary.json"] if (p / "summary.json").is_file() else sorted(p.rglob("summary.json"))
+        own = p / "summary.json"  # a run, or e.g. the demo's own summary above its runs
+        candidates = [own] if own.is_file() and _is_run_summary(own) else sorted(p.rglob("summary.json"))
         found += [c.parent for c in candidates if _is_run_summary(c)]
     return list(dict.fromkeys(found))
 
@@ -58,7 +59,8 @@ def _is_run_summary(path: Path) -> bool:
 def _method_label(config: dict[str, Any]) -> str:
     method = str(config["method"]["name"])
     grads = str(config.get("gradients", {}).get("name", "sum"))
-    return method if grads == "sum" else f"{method}+{grads}"
+    label = method if grads == "sum" else f"{method}+{grads}"
+    return f"{label}+rst" if config.get("rst", {}).get("enabled") else label
 
 
 def _short(domain: str, aliases: dict[str, str]) -> str:

@@ -85,17 +85,17 @@ def official_losses(method: ADCLIP, xs: torch.Tensor, ys: torch.Tensor, xt: torc
 
 class Setting:
     def __init__(self, name: str, backbone, task, args: argparse.Namespace) -> None:
-        self.name, self.rates = name, []
+        self.name, self.rates, self.device = name, [], torch.device(args.device)
         torch.manual_seed(args.seed)
-        self.method = ADCLIP(backbone, task, ADCLIP.make_params({}))
+        self.method = ADCLIP(backbone, task, ADCLIP.make_params({})).to(self.device)
         self.opt = torch.optim.Adam(self.method.trainable_parameters(), lr=1e-3)
         g = torch.Generator().manual_seed(args.seed)
         s, b = backbone.image_size, args.batch
-        self.xs, self.xt = (torch.randn(b, 3, s, s, generator=g) for _ in range(2))
-        self.ys = torch.randint(task.n_classes, (b,), generator=g)
+        self.xs, self.xt = (torch.randn(b, 3, s, s, generator=g).to(self.device) for _ in range(2))
+        self.ys = torch.randint(task.n_classes, (b,), generator=g).to(self.device)
         if name == "official":
             texts = [" ".join(["X"] * self.method.n_ctx) + f" {n}." for n in task.prompt_names]
-            tokens = backbone.tokenize(texts)
+            tokens = backbone.tokenize(texts).to(self.device)
             self.eot = eot_positions(tokens)
             with torch.no_grad():
                 self.full = backbone.embed_tokens(tokens).float()
@@ -111,7 +111,7 @@ class Setting:
         out = []
         for bank in self.banks:
             idx = torch.randint(len(bank), (len(self.ys),), generator=self.gen)
-            out.append({"features": bank.gather(idx, bank.random_views(idx, self.gen))})
+            out.append({"features": bank.gather(idx, bank.random_views(idx, self.gen), device=self.device)})
         out[0]["labels"] = self.ys
         return out[0], out[1]
 
@@ -126,12 +126,18 @@ class Setting:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
 
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def run(self, warmup: int, steps: int) -> float:
         for _ in range(warmup):
             self.step()
+        self.sync()
         start = time.perf_counter()
         for _ in range(steps):
             self.step()
+        self.sync()
         rate = steps / (time.perf_counter() - start)
         self.rates.append(rate)
         return rate
@@ -147,6 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="rounds over the settings")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--bank", type=int, default=256, help="images per domain in the feature bank")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="JSON results file")
     args = p.parse_args(argv)
@@ -162,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    backbone = load_backbone(MODELS[args.model])
+    backbone = load_backbone(MODELS[args.model]).to(args.device)
     task = make_task(args.classes)
     settings = [Setting(n, backbone, task, args) for n in SETTINGS]
     for r in range(args.repeats):
@@ -178,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     } for s in settings]
     result = {
         "model": args.model, "classes": args.classes, "batch": f"{args.batch}+{args.batch}",
-        "threads": torch.get_num_threads(), "settings": rows, **provenance("adclip_speed.py", argv),
+        "threads": torch.get_num_threads(), "device": args.device, "settings": rows, **provenance("adclip_speed.py", argv),
     }
     table = [f"{'setting':14}{'steps/s':>10}{'x official':>12}{'median x':>10}"]
     table += [f"{r['setting']:14}{r['steps_per_s']:>10}{r['speedup_vs_official']:>12}{r['median_speedup_vs_official']:>10}"

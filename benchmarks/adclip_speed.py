@@ -27,11 +27,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
-from bench_common import make_bank, make_task, provenance, write_result
+from bench_common import TimedSetting, make_bank, make_task, provenance, write_result
 from torch.nn import functional as F
 
 from vlda.methods.adclip import ADCLIP
@@ -83,7 +82,7 @@ def official_losses(method: ADCLIP, xs: torch.Tensor, ys: torch.Tensor, xt: torc
             + 0.01 * official_entropy(probs_t) + kl)
 
 
-class Setting:
+class Setting(TimedSetting):
     def __init__(self, name: str, backbone, task, args: argparse.Namespace) -> None:
         self.name, self.rates, self.device = name, [], torch.device(args.device)
         torch.manual_seed(args.seed)
@@ -125,22 +124,6 @@ class Setting:
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def run(self, warmup: int, steps: int) -> float:
-        for _ in range(warmup):
-            self.step()
-        self.sync()
-        start = time.perf_counter()
-        for _ in range(steps):
-            self.step()
-        self.sync()
-        rate = steps / (time.perf_counter() - start)
-        self.rates.append(rate)
-        return rate
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

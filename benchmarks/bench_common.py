@@ -61,3 +61,32 @@ def write_result(result: dict, out, table: str) -> None:
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(table)
     print(f"wrote {out}")
+
+
+class TimedSetting:
+    """One benchmark setting: subclasses implement :meth:`step`; :meth:`run` times ``steps``
+    of them after ``warmup`` untimed ones (CUDA synchronised) and keeps each round's rate."""
+
+    device: torch.device
+    rates: list[float]
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def run(self, warmup: int, steps: int) -> float:
+        import time
+
+        for _ in range(warmup):
+            self.step()
+        self.sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        self.sync()
+        rate = steps / (time.perf_counter() - start)
+        self.rates.append(rate)
+        return rate

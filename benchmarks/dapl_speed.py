@@ -35,13 +35,12 @@ import platform
 import shlex
 import statistics
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import make_bank, make_task
+from bench_common import TimedSetting, make_bank, make_task
 
 from vlda.data.dataset import ImageDataset, collate
 from vlda.data.transforms import train_transform
@@ -124,7 +123,7 @@ class Batches:
         return out[0], out[1]
 
 
-class Setting:
+class Setting(TimedSetting):
     def __init__(
         self, cache: bool, cut: bool, backbone: VisionLanguageBackbone, task: Task,
         args: argparse.Namespace, device: torch.device,
@@ -147,22 +146,6 @@ class Setting:
         total.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def run(self, warmup: int, steps: int) -> float:
-        for _ in range(warmup):
-            self.step()
-        self.sync()
-        start = time.perf_counter()
-        for _ in range(steps):
-            self.step()
-        self.sync()
-        rate = steps / (time.perf_counter() - start)
-        self.rates.append(rate)
-        return rate
 
 
 def _sig(x: float) -> float:

@@ -17,7 +17,21 @@ from vlda.selection.base import Validator, probabilities, row_entropy, split_of
 from vlda.selection.outputs import ZEROSHOT, SplitOutputs
 
 
-class Entropy(Validator):
+class TargetProbabilityValidator(Validator):
+    """A validator that is a function of the target probabilities ``P [N, C]`` alone
+    (:meth:`from_probabilities`); ``None`` when there is no ``target_train`` output."""
+
+    needs = ("target_train",)
+
+    def score(self, outputs: Mapping[str, SplitOutputs]) -> float | None:
+        tgt = split_of(outputs, "target_train")
+        return None if tgt is None else self.from_probabilities(probabilities(tgt.logits))
+
+    def from_probabilities(self, p: torch.Tensor) -> float:
+        raise NotImplementedError
+
+
+class Entropy(TargetProbabilityValidator):
     """Negative mean prediction entropy: ``score = -(1/N) sum_i H(p_i)``, ``H(p) = -sum_k p_k
     log p_k`` (higher = more confident predictions = better).
 
@@ -27,16 +41,12 @@ class Entropy(Validator):
 
     name = "entropy"
     title = "negative entropy of target predictions"
-    needs = ("target_train",)
 
-    def score(self, outputs: Mapping[str, SplitOutputs]) -> float | None:
-        tgt = split_of(outputs, "target_train")
-        if tgt is None:
-            return None
-        return float(-row_entropy(probabilities(tgt.logits)).mean())
+    def from_probabilities(self, p: torch.Tensor) -> float:
+        return float(-row_entropy(p).mean())
 
 
-class InformationMaximization(Validator):
+class InformationMaximization(TargetProbabilityValidator):
     """Information maximisation: ``score = H(mean_i p_i) - (1/N) sum_i H(p_i)``, the mutual
     information between images and predicted classes (confident per image, diverse overall).
 
@@ -46,17 +56,12 @@ class InformationMaximization(Validator):
 
     name = "im"
     title = "information maximisation on the target"
-    needs = ("target_train",)
 
-    def score(self, outputs: Mapping[str, SplitOutputs]) -> float | None:
-        tgt = split_of(outputs, "target_train")
-        if tgt is None:
-            return None
-        p = probabilities(tgt.logits)
+    def from_probabilities(self, p: torch.Tensor) -> float:
         return float(row_entropy(p.mean(dim=0, keepdim=True))[0] - row_entropy(p).mean())
 
 
-class BatchNuclearNorm(Validator):
+class BatchNuclearNorm(TargetProbabilityValidator):
     """Batch nuclear-norm: ``score = ||P||_* / N``, ``P = [p_1; ...; p_N]`` ``[N, C]``, the sum
     of its singular values (large when predictions are both confident and diverse).
 
@@ -67,13 +72,8 @@ class BatchNuclearNorm(Validator):
 
     name = "bnm"
     title = "batch nuclear-norm of target predictions"
-    needs = ("target_train",)
 
-    def score(self, outputs: Mapping[str, SplitOutputs]) -> float | None:
-        tgt = split_of(outputs, "target_train")
-        if tgt is None:
-            return None
-        p = probabilities(tgt.logits)
+    def from_probabilities(self, p: torch.Tensor) -> float:
         eig = torch.linalg.eigvalsh(p.t() @ p)
         return float(eig.clamp_min(0).sqrt().sum() / p.shape[0])
 

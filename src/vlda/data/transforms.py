@@ -160,14 +160,18 @@ class TrainTransform(_Transform):
         left, top = (width - w) // 2, (height - h) // 2
         return left, top, left + w, top + h
 
-    def __call__(self, img: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
-        rng = rng if rng is not None else np.random.default_rng()
+    def weak_view(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
+        """The random resized crop and flip (the RNG draws: crop box, then flip)."""
         img = _to_rgb(img)
         box = self.crop_box(img.width, img.height, rng)
         img = img.resize((self.size, self.size), _BICUBIC, box=box)
         if self.flip and rng.random() < 0.5:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return to_tensor(img, self.mean, self.std)
+        return img
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
+        rng = rng if rng is not None else np.random.default_rng()
+        return to_tensor(self.weak_view(img, rng), self.mean, self.std)
 
 
 def eval_transform(
@@ -304,11 +308,7 @@ class StrongTransform(TrainTransform):
 
     def __call__(self, img: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
         rng = rng if rng is not None else np.random.default_rng()
-        img = _to_rgb(img)
-        box = self.crop_box(img.width, img.height, rng)
-        img = img.resize((self.size, self.size), _BICUBIC, box=box)
-        if self.flip and rng.random() < 0.5:
-            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        img = self.weak_view(img, rng)
         for _ in range(self.n_ops):
             op = RAND_AUGMENT_OPS[int(rng.integers(len(RAND_AUGMENT_OPS)))]
             apply = rng.random() < self.prob
@@ -395,11 +395,7 @@ class JitterRandAugmentTransform(TrainTransform):
         import random
 
         rng = rng if rng is not None else np.random.default_rng()
-        img = _to_rgb(img)
-        box = self.crop_box(img.width, img.height, rng)
-        img = img.resize((self.size, self.size), _BICUBIC, box=box)
-        if self.flip and rng.random() < 0.5:
-            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        img = self.weak_view(img, rng)
         img = _color_jitter(img, self.jitter, rng)
         ra = self._randaugment()
         seed = int(rng.integers(2**32))

@@ -18,7 +18,7 @@ from vlda.config import build_config
 from vlda.engine.checkpoint import load_safe
 from vlda.engine.experiment import run
 from vlda.methods import registry
-from vlda.methods.base import Method
+from vlda.methods.base import Method, Task
 from vlda.methods.classic_base import ClassifierMethod
 
 
@@ -73,14 +73,23 @@ def test_a_new_method_family_needs_no_engine_edit(color_data, tmp_path, monkeypa
 
 
 def test_every_hook_the_engine_uses_is_declared_on_method():
-    hooks = ["objectives", "losses", "loss_weights", "param_groups", "optimizer_groups", "on_train_step",
+    hooks = ["objectives", "losses", "forward_losses", "cache_encoder", "loss_weights", "param_groups", "optimizer_groups", "on_train_step",
              "target_train_transform", "logits", "image_features", "setup", "trainable_state_dict", "finetuned_encoder",
              "load_trainable_state_dict"]
-    facts = ["name", "Params", "trains", "backbone_kind", "image_encoder", "uses_feature_cache", "artefact"]
+    facts = ["name", "Params", "trains", "backbone_kind", "image_encoder", "uses_feature_cache", "artefact",
+             "search_space"]
     for h in [*hooks, *facts]:
         assert h in vars(Method), h
     for h in hooks:
         assert inspect.getdoc(getattr(Method, h)), h
+
+
+def test_a_method_without_losses_is_told_which_hooks_to_implement(tiny_vit):
+    class Bare(Method):
+        name = "bare"
+
+    with pytest.raises(NotImplementedError, match="losses\\(\\), forward_losses\\(\\) or objectives"):
+        Bare(tiny_vit, Task(("a", "b"), ("a", "b"), ("s",), "t"), None).objectives({}, {})
 
 
 def test_the_engine_probes_no_method_by_name():

@@ -173,20 +173,30 @@ class Method(nn.Module):
 
     # -- the training contract ----------------------------------------------------------------
     def losses(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Named objectives (scalars) for one step, in one forward pass. Implement this or
-        :meth:`objectives`."""
+        """Named objectives (scalars) for one step, in one forward pass. Implement this,
+        :meth:`forward_losses` (which also reports metrics) or :meth:`objectives`."""
         return self.objectives(source, target).losses()
+
+    def forward_losses(
+        self, source: Mapping[str, Tensor], target: Mapping[str, Tensor], metrics: dict[str, float]
+    ) -> dict[str, Tensor]:
+        """:meth:`losses`, adding the step's metrics (e.g. a pseudo-label rate) to ``metrics``."""
+        return self.losses(source, target)
 
     def objectives(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> Objectives:
         """The step's objectives for the gradient strategy: the joint evaluation
-        (:meth:`losses`), the parameter groups (:meth:`param_groups`), the loss weights and the
-        step's metrics. Override it to give per-objective closures (PGA) or metrics."""
-        if type(self).losses is Method.losses:
-            raise NotImplementedError(f"method {self.name!r} implements neither losses() nor objectives()")
+        (:meth:`forward_losses`, which fills the step's metrics), the parameter groups
+        (:meth:`param_groups`) and the loss weights. Override it to give per-objective closures
+        (PGA)."""
+        if type(self).losses is Method.losses and type(self).forward_losses is Method.forward_losses:
+            raise NotImplementedError(
+                f"method {self.name!r} implements none of losses(), forward_losses() or objectives()"
+            )
+        metrics: dict[str, float] = {}
         shared, specific = self.param_groups()
         return Objectives(
-            lambda: self.losses(source, target), shared=shared, specific=specific,
-            weights=self.loss_weights(),
+            lambda: self.forward_losses(source, target, metrics), shared=shared, specific=specific,
+            weights=self.loss_weights(), metrics=metrics,
         )
 
     def loss_weights(self) -> dict[str, float]:

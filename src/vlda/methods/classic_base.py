@@ -27,7 +27,6 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from vlda.config.search import Distribution, LogUniform
-from vlda.gradients.base import Objectives
 from vlda.methods.base import Method, load_buffer_state
 from vlda.models.classifier import ImageBackbone, ImageClassifier
 
@@ -78,21 +77,6 @@ class ClassifierMethod(Method):
     def finetuned_encoder(self) -> nn.Module:
         """The pretrained backbone (bottleneck, head and discriminators are new layers)."""
         return self.model.backbone
-
-    def objectives(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> Objectives:
-        """One joint forward (:meth:`forward_losses`), which also fills the step's metrics."""
-        metrics: dict[str, float] = {}
-        shared, specific = self.param_groups()
-        return Objectives(
-            lambda: self.forward_losses(source, target, metrics), shared=shared,
-            specific=specific, weights=self.loss_weights(), metrics=metrics,
-        )
-
-    def forward_losses(
-        self, source: Mapping[str, Tensor], target: Mapping[str, Tensor], metrics: dict[str, float]
-    ) -> dict[str, Tensor]:
-        """Named objectives of one step (one forward pass); may add entries to ``metrics``."""
-        raise NotImplementedError
 
     def on_train_step(self, step: int, total_steps: int) -> None:
         """Called by the engine before each training step with the 0-based step index."""

@@ -64,7 +64,6 @@ from vlda.data.transforms import (
     TrainTransform,
     Transform,
 )
-from vlda.gradients.base import Objectives
 from vlda.methods.base import Method, load_buffer_state
 
 _BN = nn.modules.batchnorm._BatchNorm
@@ -263,15 +262,6 @@ class CMKD(Method):
         if p.fixmatch:
             weights.update(fixmatch_head=p.fixmatch_weight, fixmatch_clip=p.fixmatch_weight)
         return weights
-
-    def objectives(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> Objectives:
-        """One joint forward (:meth:`forward_losses`), which also fills the step's metrics."""
-        metrics: dict[str, float] = {}
-        shared, specific = self.param_groups()
-        return Objectives(
-            lambda: self.forward_losses(source, target, metrics), shared=shared,
-            specific=specific, weights=self.loss_weights(), metrics=metrics,
-        )
 
     def _views(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> list[Tensor]:
         """``[source, weak target]`` (+ the strong target view with ``fixmatch``; a batch of

@@ -119,6 +119,61 @@ def test_a_truncated_checkpoint_on_resume_says_what_to_do(tmp_path, color_data, 
     assert main(["train", "-c", str(cfg), "-q", "--overwrite"]) == 0
 
 
+def test_a_missing_checkpoint_weights_file_on_resume_says_what_to_do(tmp_path, color_data, capsys, monkeypatch):
+    cfg = write_config(tmp_path, color_data)
+    real = kill_after_first_checkpoint(monkeypatch)
+    assert main(["train", "-c", str(cfg), "-q"]) == 130
+    from vlda.engine import trainer
+
+    monkeypatch.setattr(trainer, "save_atomic", real)
+    (weights,) = (tmp_path / "run").glob("checkpoint.weights-*.pt")
+    weights.unlink()
+    capsys.readouterr()
+    assert main(["train", "-c", str(cfg), "-q", "--resume"]) == 2
+    err = _one_line(capsys)
+    assert f"the checkpoint's weights file {weights} is missing" in err and "--overwrite" in err
+
+
+def test_a_torch_file_that_is_not_a_vlda_checkpoint_on_resume_is_refused(tmp_path, color_data, capsys, monkeypatch):
+    cfg = write_config(tmp_path, color_data)
+    real = kill_after_first_checkpoint(monkeypatch)
+    assert main(["train", "-c", str(cfg), "-q"]) == 130
+    from vlda.engine import trainer
+
+    monkeypatch.setattr(trainer, "save_atomic", real)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    torch.save({"model": torch.zeros(2)}, ckpt)  # e.g. another tool's weights copied over it
+    capsys.readouterr()
+    assert main(["train", "-c", str(cfg), "-q", "--resume"]) == 2
+    err = _one_line(capsys)
+    assert f"{ckpt} is not a vlda checkpoint" in err and "--overwrite" in err
+
+
+def test_a_checkpoint_of_an_older_vlda_with_the_weights_inside_still_resumes(tmp_path, color_data, monkeypatch):
+    from vlda.engine.checkpoint import load_checkpoint
+
+    cfg = write_config(tmp_path, color_data)
+    assert main(["train", "-c", str(cfg), "-q"]) == 0
+    want = json.loads((tmp_path / "run" / "summary.json").read_text())["results"]["last"]
+    for p in (tmp_path / "run").iterdir():
+        if p.name not in ("config.json", "task.json"):
+            p.unlink() if p.is_file() else None
+    real = kill_after_first_checkpoint(monkeypatch)
+    assert main(["train", "-c", str(cfg), "-q", "--overwrite"]) == 130
+    from vlda.engine import trainer
+
+    monkeypatch.setattr(trainer, "save_atomic", real)
+    run = tmp_path / "run"
+    old = load_checkpoint(run)  # the layout before the weights file: weights inside checkpoint.pt
+    old.pop("weights")
+    torch.save(old, run / "checkpoint.pt")
+    for p in run.glob("checkpoint.weights-*.pt"):
+        p.unlink()
+    assert main(["train", "-c", str(cfg), "-q", "--resume"]) == 0
+    got = json.loads((run / "summary.json").read_text())["results"]["last"]
+    assert got == want
+
+
 def test_a_full_disk_keeps_the_last_checkpoint_and_says_how_to_resume(tmp_path, color_data, capsys, monkeypatch):
     from vlda import files
 

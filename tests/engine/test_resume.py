@@ -10,7 +10,7 @@ import torch
 from conftest import kill_after_first_checkpoint
 from vlda.config import build_config
 from vlda.engine import trainer as trainer_mod
-from vlda.engine.checkpoint import load_safe
+from vlda.engine.checkpoint import load_checkpoint
 from vlda.engine.experiment import run
 
 
@@ -33,17 +33,17 @@ def test_killed_and_resumed_dann_pcgrad_run_is_bitwise_equal(color_data, tmp_pat
     (color_data / "tgt" / "red" / "1.png").write_bytes(b"not an image")
     with pytest.warns(UserWarning):
         run(_config(color_data, tmp_path / "straight"))
-    want = load_safe(tmp_path / "straight" / "checkpoint.pt")
+    want = load_checkpoint(tmp_path / "straight")
 
     real = kill_after_first_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning):
         run(_config(color_data, tmp_path / "killed"))
-    half = load_safe(tmp_path / "killed" / "checkpoint.pt")
+    half = load_checkpoint(tmp_path / "killed")
     assert half["step"] == 3 and half["stepper"]["strategy"] == {"calls": 3}
     monkeypatch.setattr(trainer_mod, "save_atomic", real)
     torch.manual_seed(1234)  # whatever the process did in between must not matter
     run(_config(color_data, tmp_path / "killed"), resume=True)  # no second warning: tally restored
-    got = load_safe(tmp_path / "killed" / "checkpoint.pt")
+    got = load_checkpoint(tmp_path / "killed")
 
     assert set(got["trainable"]) == set(want["trainable"])
     for k, v in want["trainable"].items():

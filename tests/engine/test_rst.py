@@ -17,7 +17,7 @@ from vlda.cli.main import main
 from vlda.config import ConfigError, build_config
 from vlda.engine import trainer as trainer_mod
 from vlda.engine.artefact import FORMAT, expand_state, load_weights, sparse_state
-from vlda.engine.checkpoint import load_safe
+from vlda.engine.checkpoint import load_checkpoint, load_safe
 from vlda.engine.experiment import build_trainer, run
 from vlda.engine.rst import ResidualSparseTraining, encoder_parameters, tensors_digest
 from vlda.methods import registry
@@ -159,15 +159,15 @@ def test_rst_needs_trained_encoder_parameters(color_data, tmp_path):
 
 def test_killed_and_resumed_rst_run_is_bitwise_equal(color_data, tmp_path, monkeypatch):
     run(_classic_config(color_data, tmp_path / "straight"))
-    want = load_safe(tmp_path / "straight" / "checkpoint.pt")
+    want = load_checkpoint(tmp_path / "straight")
     real = kill_after_first_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(_classic_config(color_data, tmp_path / "killed"))
-    assert load_safe(tmp_path / "killed" / "checkpoint.pt")["trainable"]["format"] == FORMAT
+    assert load_checkpoint(tmp_path / "killed")["trainable"]["format"] == FORMAT
     monkeypatch.setattr(trainer_mod, "save_atomic", real)
     torch.manual_seed(1234)
     run(_classic_config(color_data, tmp_path / "killed"), resume=True)
-    got = load_safe(tmp_path / "killed" / "checkpoint.pt")
+    got = load_checkpoint(tmp_path / "killed")
     names, theta0 = _pretrained_encoder(_classic_config(color_data, tmp_path / "x"), tmp_path)
     a, b = expand_state(got["trainable"], names, theta0), expand_state(want["trainable"], names, theta0)
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in b)
@@ -293,13 +293,32 @@ def test_the_weights_are_written_once_when_the_final_evaluation_is_also_selected
     real = trainer_mod.save_atomic
     monkeypatch.setattr(trainer_mod, "save_atomic", lambda obj, path: written.append(path.name) or real(obj, path))
     run(_classic_config(color_data, tmp_path / "run", enabled=False))
-    # eval at step 3: the resume state and the (improved) selected weights; at step 6: last, its
-    # link as selected, the resume state
-    assert written == ["selected.pt", "checkpoint.pt", "last.pt", "checkpoint.pt"]
-    last, selected = tmp_path / "run" / "last.pt", tmp_path / "run" / "selected.pt"
-    assert last.samefile(selected)
-    want, got = load_safe(tmp_path / "run" / "checkpoint.pt")["trainable"], load_safe(selected)
+    # each evaluation (steps 3 and 6) writes the weights once, then the resume state; the
+    # selected and last weights are hard links to the weights file, never second copies
+    assert written == ["checkpoint.weights-3.pt", "checkpoint.pt", "checkpoint.weights-6.pt", "checkpoint.pt"]
+    run_dir = tmp_path / "run"
+    last, selected = run_dir / "last.pt", run_dir / "selected.pt"
+    assert last.samefile(selected) and last.samefile(run_dir / "checkpoint.weights-6.pt")
+    assert not (run_dir / "checkpoint.weights-3.pt").exists()  # the previous checkpoint's, removed
+    want, got = load_checkpoint(run_dir)["trainable"], load_safe(selected)
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_an_intermediate_selected_evaluation_is_a_link_that_outlives_its_checkpoint(color_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_mod.Trainer, "_is_best_selected", lambda self, rec: rec["step"] == 3)
+    written = []
+    real = trainer_mod.save_atomic
+    monkeypatch.setattr(trainer_mod, "save_atomic", lambda obj, path: written.append(path.name) or real(obj, path))
+    trainer = build_trainer(_classic_config(color_data, tmp_path / "run", enabled=False), tmp_path / "run")
+    at_step_3 = {}
+    trainer.on_eval = lambda rec: rec["step"] == 3 and at_step_3.update({k: v.clone() for k, v in trainer.method.trainable_state_dict().items()})
+    trainer.fit()
+    assert written == ["checkpoint.weights-3.pt", "checkpoint.pt", "checkpoint.weights-6.pt", "checkpoint.pt"]
+    run_dir = tmp_path / "run"
+    assert sorted(p.name for p in run_dir.glob("*.pt")) == ["checkpoint.pt", "checkpoint.weights-6.pt", "last.pt", "selected.pt"]
+    got = load_safe(run_dir / "selected.pt")  # step 3's weights, though their checkpoint is gone
+    assert set(got) == set(at_step_3) and all(torch.equal(got[k], at_step_3[k]) for k in at_step_3)
+    assert not any(torch.equal(got[k], load_safe(run_dir / "last.pt")[k]) for k in got if got[k].is_floating_point())
 
 
 @pytest.mark.parametrize("hard_links", [True, False])

@@ -8,7 +8,7 @@ import torch
 from conftest import kill_after_first_checkpoint
 from vlda.config import build_config
 from vlda.engine import trainer as trainer_mod
-from vlda.engine.checkpoint import load_safe
+from vlda.engine.checkpoint import load_checkpoint
 from vlda.engine.experiment import run
 
 
@@ -52,7 +52,7 @@ def test_run_writes_metrics_and_three_honest_results(color_data, tmp_path, cache
     assert res["selected"]["source_val_acc"] == best_val
     saved = json.loads((out / "summary.json").read_text())
     assert saved["results"] == res and saved["config"]["method"]["name"] == "dapl"
-    ckpt = load_safe(out / "checkpoint.pt")
+    ckpt = load_checkpoint(out)
     assert ckpt["step"] == 6 and set(ckpt["trainable"]) == {"prompt_learner.ctx", "prompt_learner.domain_ctx.0", "prompt_learner.domain_ctx.1"}
     assert (out / "selected.pt").is_file() and (out / "last.pt").is_file()
 
@@ -67,18 +67,18 @@ def test_zero_shot_run_evaluates_once(color_data, tmp_path):
 def test_resume_gives_the_same_parameters(color_data, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     run(config(color_data, straight))
-    want = load_safe(straight / "checkpoint.pt")["trainable"]
+    want = load_checkpoint(straight)["trainable"]
 
     killed = tmp_path / "killed"
     real_save = kill_after_first_checkpoint(monkeypatch)  # killed right after the step-3 checkpoint
     with pytest.raises(KeyboardInterrupt):
         run(config(color_data, killed))
-    assert load_safe(killed / "checkpoint.pt")["step"] == 3
+    assert load_checkpoint(killed)["step"] == 3
     monkeypatch.setattr(trainer_mod, "save_atomic", real_save)
     with pytest.raises(FileExistsError, match="--resume"):
         run(config(color_data, killed))
     summary = run(config(color_data, killed), resume=True)
-    got = load_safe(killed / "checkpoint.pt")["trainable"]
+    got = load_checkpoint(killed)["trainable"]
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
     assert summary["results"] == json.loads((straight / "summary.json").read_text())["results"] | {}
@@ -89,7 +89,7 @@ def test_epochs_set_the_number_of_steps(color_data, tmp_path):
     cfg = config(color_data, tmp_path / "ep", train__epochs=2.0)
     run(cfg)
     # 9 source training images (12 minus 3 held out) at batch 4: ceil(2 * 9 / 4) = 5 steps
-    assert load_safe(tmp_path / "ep" / "checkpoint.pt")["step"] == 5
+    assert load_checkpoint(tmp_path / "ep")["step"] == 5
 
 
 def test_unreadable_image_is_skipped_and_counted(color_data, tmp_path):
@@ -142,7 +142,7 @@ def test_mixed_precision_follows_the_fp32_run(color_data, tmp_path, method, amp)
 
     def ctx(name: str, **kw) -> torch.Tensor:
         run(config(color_data, tmp_path / name, method=method, **extra, **kw))
-        return load_safe(tmp_path / name / "checkpoint.pt")["trainable"]["prompt_learner.ctx"].float()
+        return load_checkpoint(tmp_path / name)["trainable"]["prompt_learner.ctx"].float()
 
     start = ctx("start", optim__lr=1e-30)  # the initial prompts (lr must be > 0)
     full = ctx("fp32")

@@ -17,7 +17,7 @@ from conftest import kill_after_first_checkpoint
 from vlda.config import OptimConfig, build_config
 from vlda.data.transforms import JitterRandAugmentTransform, PairTransform, train_transform
 from vlda.engine import trainer as trainer_mod
-from vlda.engine.checkpoint import load_safe
+from vlda.engine.checkpoint import load_checkpoint
 from vlda.engine.experiment import evaluate_run, run
 from vlda.engine.optim import build_optimizer
 from vlda.engine.stepper import take_step
@@ -364,7 +364,7 @@ def _config(data_root, out):
 def test_cmkd_fixmatch_run_killed_and_resumed_is_bitwise_equal(color_data, tmp_path, monkeypatch):
     summary = run(_config(color_data, tmp_path / "straight"))
     assert summary["method"] == "cmkd" and summary["config"]["cache"]["enabled"] is False
-    want = load_safe(tmp_path / "straight" / "checkpoint.pt")
+    want = load_checkpoint(tmp_path / "straight")
     assert any(k.startswith("backbone.model.visual.") for k in want["trainable"])
     scored = evaluate_run(_config(color_data, tmp_path / "straight"), tmp_path / "straight" / "last.pt")
     last = summary["results"]["last"]
@@ -376,7 +376,7 @@ def test_cmkd_fixmatch_run_killed_and_resumed_is_bitwise_equal(color_data, tmp_p
     monkeypatch.setattr(trainer_mod, "save_atomic", real)
     torch.manual_seed(1234)
     run(_config(color_data, tmp_path / "killed"), resume=True)
-    got = load_safe(tmp_path / "killed" / "checkpoint.pt")
+    got = load_checkpoint(tmp_path / "killed")
     assert set(got["trainable"]) == set(want["trainable"])
     for k, v in want["trainable"].items():
         assert torch.equal(got["trainable"][k], v), k

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import yaml
 
-from vlda.engine.checkpoint import load_safe
+from vlda.engine.checkpoint import load_checkpoint, load_safe
 
 POLL_S = 0.001
 # One thread: the same arithmetic in every process (the reference and each resumed piece), and
@@ -98,7 +98,7 @@ def start_server() -> None:
 
 # The run of the kill and full-disk tests: DANN + PCGrad on a small random ResNet, dropout in the
 # discriminator (the global RNG), SGD with momentum, a checkpoint every EVAL_EVERY steps. The
-# discriminator is wide (2048 hidden units: checkpoint.pt 37 MB, last.pt and selected.pt 18 MB)
+# discriminator is wide (2048 hidden units: the weights 18 MB, checkpoint.pt with the momentum 19 MB)
 # so that a checkpoint write lasts long enough for a kill, or a small disk, to hit it.
 STEPS, EVAL_EVERY = 12, 3
 
@@ -195,7 +195,7 @@ def without_times(x: Any) -> Any:
 
 def final_state(run: Path) -> dict[str, Any]:
     """Everything a finished run's result is made of, timings left out."""
-    ckpt = load_safe(run / "checkpoint.pt")
+    ckpt = load_checkpoint(run)
     summary = json.loads((run / "summary.json").read_text())
     return {
         "step": ckpt["step"],

@@ -31,7 +31,7 @@ from reliability.procs import (
 )
 from vlda import files
 from vlda.cli.main import main
-from vlda.engine.checkpoint import load_safe
+from vlda.engine.checkpoint import load_checkpoint
 
 NO_SPACE = "no space left"
 
@@ -90,7 +90,8 @@ def reference(tmp_path_factory, data):
     return final_state(tmp / "run")
 
 
-@pytest.mark.parametrize(("name", "nth"), [("checkpoint.pt", 2), ("last.pt", 1), ("summary.json", 1)])
+# the second resume state; the final weights (last.pt is a link to them); the summary
+@pytest.mark.parametrize(("name", "nth"), [("checkpoint.pt", 2), ("checkpoint.weights-6.pt", 1), ("summary.json", 1)])
 def test_enospc_inside_a_write_keeps_the_last_checkpoint(tmp_path, data, reference, monkeypatch, capsys, name, nth):
     out = tmp_path / "run"
     cfg = small_config(tmp_path, data, out)
@@ -99,8 +100,8 @@ def test_enospc_inside_a_write_keeps_the_last_checkpoint(tmp_path, data, referen
     code, err = cli(["train", "-c", str(cfg), "-q"], capsys)
     assert seen["n"] == nth and code == 2 and NO_SPACE in err.lower() and "Traceback" not in err
     assert not list(out.glob(".*.tmp")), "a partial file was left"
-    ckpt = load_safe(out / "checkpoint.pt")  # whole
-    assert ckpt["step"] == {"checkpoint.pt": 2, "last.pt": 4, "summary.json": 6}[name]
+    ckpt = load_checkpoint(out)  # whole
+    assert ckpt["step"] == {"checkpoint.pt": 2, "checkpoint.weights-6.pt": 4, "summary.json": 6}[name]
     assert not (out / "summary.json").exists()
 
     monkeypatch.setattr(files, "write_atomic", real)  # space again
@@ -123,8 +124,8 @@ def _unshare_tmpfs_works(tmp_path):
 
 @pytest.mark.slow
 def test_a_real_full_disk_keeps_the_last_checkpoint(tmp_path, dann_data, dann_reference):
-    """DANN with a 37 MB checkpoint (selected.pt 18 MB) in a 75 MB tmpfs: the first checkpoint
-    fits, the second cannot be written next to it."""
+    """DANN with an 18 MB weights file and a 19 MB checkpoint.pt (momentum) in a 60 MB tmpfs: the
+    first checkpoint fits (37 MB), the second's weights fit beside it, its checkpoint.pt not."""
     if not _unshare_tmpfs_works(tmp_path):
         pytest.skip("cannot mount a tmpfs here (unshare --user --mount is not allowed)")
     want, _, _ = dann_reference
@@ -132,7 +133,7 @@ def test_a_real_full_disk_keeps_the_last_checkpoint(tmp_path, dann_data, dann_re
     mnt.mkdir()
     cfg = dann_config(tmp_path, dann_data, mnt / "run")
     script = (
-        'mount -t tmpfs -o size=75m tmpfs "$1" || exit 99; '
+        'mount -t tmpfs -o size=60m tmpfs "$1" || exit 99; '
         'shift; mnt="$1"; kept="$2"; shift 2; "$@"; rc=$?; cp -a "$mnt/run" "$kept"; exit $rc'
     )
     env = {**os.environ, **THREADS}
@@ -144,7 +145,7 @@ def test_a_real_full_disk_keeps_the_last_checkpoint(tmp_path, dann_data, dann_re
     assert proc.returncode not in (0, 99), proc.stderr[-3000:]
     assert NO_SPACE in proc.stderr.lower(), proc.stderr[-3000:]
     assert not temp_files(kept, "checkpoint.pt")
-    ckpt = load_safe(kept / "checkpoint.pt")
+    ckpt = load_checkpoint(kept)
     assert ckpt["step"] == EVAL_EVERY and not (kept / "summary.json").exists()
 
     # On a disk with space, the copy resumes (`output` may change on --resume).

@@ -26,7 +26,7 @@ from reliability.procs import (
     temp_files,
     wait_until,
 )
-from vlda.engine.checkpoint import load_safe
+from vlda.engine.checkpoint import load_checkpoint
 
 
 def resume_args(cfg):
@@ -35,7 +35,7 @@ def resume_args(cfg):
 
 def checkpoint_step(out):
     """The step of ``out/checkpoint.pt`` (None if there is none); it must load."""
-    return load_safe(out / "checkpoint.pt")["step"] if (out / "checkpoint.pt").exists() else None
+    return load_checkpoint(out)["step"] if (out / "checkpoint.pt").exists() else None
 
 
 def last_logged_step(out):

@@ -6,6 +6,14 @@ leaves either the previous checkpoint or the new one, never half a file (:mod:`v
 does the writing; ``save_atomic`` and ``write_text_atomic`` are its functions under the names
 the engine has always used). Loading uses ``torch.load(weights_only=True)``: a checkpoint
 cannot execute code.
+
+The resume state is two files: ``checkpoint.pt`` (step, optimizer state, history, RNG) and the
+weights it names, ``checkpoint.weights-<step>.pt`` (the trainable state as every weights file
+holds it: dense, or an RST sparse residual). The weights of an evaluation are written once:
+``selected.pt`` and ``last.pt`` are hard links to that file (:func:`link_atomic`), so full
+fine-tuning writes one copy of the encoder per evaluation, not one per file. The weights file is
+written before ``checkpoint.pt`` and the previous one removed after it, so a run killed at any
+moment still has a checkpoint whose weights exist.
 """
 
 from __future__ import annotations
@@ -18,9 +26,15 @@ from typing import Any
 
 from vlda.files import save_torch_atomic as save_atomic
 from vlda.files import write_text_atomic
-from vlda.models.weights_file import load_weights_file
+from vlda.models.weights_file import DamagedWeightsError, load_weights_file
 
-__all__ = ["RUN_WEIGHTS_ADVICE", "link_atomic", "load_safe", "resume_advice", "save_atomic", "write_text_atomic"]
+__all__ = [
+    "CHECKPOINT", "RUN_WEIGHTS_ADVICE", "WEIGHTS_PATTERN", "link_atomic", "load_checkpoint", "load_safe",
+    "remove_stale_weights", "resume_advice", "save_atomic", "weights_name", "write_text_atomic",
+]
+
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS_PATTERN = "checkpoint.weights-*.pt"
 
 
 RUN_WEIGHTS_ADVICE = "check the path, or use another of the run's weights files (selected.pt, last.pt)"
@@ -40,6 +54,36 @@ def resume_advice(out: Path) -> str:
     if (Path(out) / "last.pt").is_file():
         advice += "; its final weights in last.pt are intact (vlda eval --run DIR --weights last)"
     return advice
+
+
+def weights_name(step: int) -> str:
+    """The file name of the checkpoint's weights at ``step``."""
+    return f"checkpoint.weights-{step}.pt"
+
+
+def load_checkpoint(out: Path, advice: str | None = None) -> dict[str, Any]:
+    """``out/checkpoint.pt`` with its weights under ``"trainable"`` (read from the file it names;
+    a checkpoint of an older vlda holds them itself). A missing or damaged file raises one
+    sentence (a ``ValueError``) ending with ``advice`` (default: :func:`resume_advice`)."""
+    out = Path(out)
+    advice = resume_advice(out) if advice is None else advice
+    state = load_safe(out / CHECKPOINT, "checkpoint", advice)
+    if not isinstance(state, dict) or "step" not in state or not ({"weights", "trainable"} & set(state)):
+        raise DamagedWeightsError(f"{out / CHECKPOINT} is not a vlda checkpoint (no step and weights in it); {advice}")
+    if "weights" in state:
+        path = out / str(state["weights"])
+        if not path.is_file():
+            raise DamagedWeightsError(f"the checkpoint's weights file {path} is missing; {advice}")
+        state["trainable"] = load_safe(path, "checkpoint weights file", advice)
+    return state
+
+
+def remove_stale_weights(out: Path, keep: str) -> None:
+    """Delete the checkpoint weights files of ``out`` other than ``keep`` (a name). Names that
+    ``selected.pt`` or ``last.pt`` share with them stay: a hard link is its own name."""
+    for path in Path(out).glob(WEIGHTS_PATTERN):
+        if path.name != keep:
+            path.unlink(missing_ok=True)
 
 
 def link_atomic(src: Path, dst: Path) -> None:

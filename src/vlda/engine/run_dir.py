@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from vlda.engine.checkpoint import WEIGHTS_PATTERN
 from vlda.files import remove_partial_writes
 
 RUN_FILES = ("config.json", "checkpoint.pt", "metrics.jsonl", "summary.json", "last.pt", "selected.pt")
@@ -61,6 +62,8 @@ def clear_run_dir(out: Path) -> None:
     out = Path(out)
     for name in (*RUN_FILES, "task.json"):
         (out / name).unlink(missing_ok=True)
+    for path in out.glob(WEIGHTS_PATTERN):
+        path.unlink()
     for name in RUN_DIRS:
         shutil.rmtree(out / name, ignore_errors=True)
 

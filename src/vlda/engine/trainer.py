@@ -22,9 +22,10 @@ With ``rst.enabled`` the trainer then projects the fine-tuned encoder
 (:class:`~vlda.engine.rst.ResidualSparseTraining`) and saves it as a sparse residual
 (:mod:`vlda.engine.artefact`).
 
-Weights are written at most once per evaluation besides ``checkpoint.pt``: ``selected.pt`` when
-the first validator improves, ``last.pt`` at the final step (and ``selected.pt`` as a hard link
-to it when the final evaluation is also the selected one).
+Weights are written once per evaluation (:mod:`vlda.engine.checkpoint`): while training, to
+the checkpoint's weights file ``checkpoint.weights-<step>.pt``, of which ``selected.pt`` (when
+the first validator improves) and ``last.pt`` (at the final step) are hard links; a method that
+does not train writes ``last.pt`` and links ``selected.pt`` to it.
 
 Resuming (``resume=True``) reloads the learned tensors, the optimizer, scaler and strategy
 state, the evaluation history, the bad-image tally and the global RNG state (dropout) from the
@@ -50,10 +51,12 @@ from vlda.data.dataset import BadImageLog
 from vlda.engine.artefact import artefact_stats, expand_state, sparse_state
 from vlda.engine.build import autocast_for, resolve_device
 from vlda.engine.checkpoint import (
+    CHECKPOINT,
     link_atomic,
-    load_safe,
-    resume_advice,
+    load_checkpoint,
+    remove_stale_weights,
     save_atomic,
+    weights_name,
     write_text_atomic,
 )
 from vlda.engine.evaluate import Evaluator, feature_splits
@@ -134,6 +137,7 @@ class Trainer:
         self.rst_cfg = rst if rst is not None and rst.enabled else None
         self.rst: ResidualSparseTraining | None = None
         self._weights_at: tuple[int, dict[str, Any]] | None = None
+        self._checkpointing = False  # whether every evaluation is followed by a checkpoint
         self.device = resolve_device(train.device)
         self.history: list[dict[str, Any]] = []
         self._resumed_rng: dict[str, Any] | None = None
@@ -186,7 +190,7 @@ class Trainer:
                 f"{self.out} already holds a run (checkpoint.pt); pass --resume to continue it "
                 "or choose another output directory"
             )
-        state = load_safe(ckpt_path, "checkpoint", resume_advice(self.out))
+        state = load_checkpoint(self.out)
         # a sparse residual (RST) is expanded onto θ0: the encoder still holds it here
         names, theta0 = (self.rst.names, self.rst.theta0) if self.rst is not None else encoder_parameters(self.method)
         self.method.load_trainable_state_dict(expand_state(state["trainable"], names, theta0))
@@ -211,7 +215,8 @@ class Trainer:
         write_text_atomic(json.dumps(self.config, indent=2, default=str), self.out / "config.json")
         writer = self._tensorboard()
         total = self.total_steps
-        if stepper is None or total == 0:
+        self._checkpointing = stepper is not None and total > 0
+        if stepper is None or not self._checkpointing:
             if not self.history:
                 self._record(0, {}, {}, 0.0, writer)
             return self._finish(writer)
@@ -269,15 +274,17 @@ class Trainer:
         return lr, diag
 
     def _checkpoint(self, step: int, stepper: Stepper) -> None:
+        weights = weights_name(step)  # written by _save_weights at this step's evaluation
         state = {
             "step": step,
-            "trainable": self._weights(step),
+            "weights": weights,
             "stepper": stepper.state_dict(),
             "history": json.dumps(self.history),
             "bad_images": self.bad_log.state_dict(),
             "rng": rng_state(),
         }
-        save_atomic(state, self.out / "checkpoint.pt")
+        save_atomic(state, self.out / CHECKPOINT)
+        remove_stale_weights(self.out, keep=weights)
         self._weights_at = None  # do not hold a copy of the weights until the next evaluation
 
     def _record(
@@ -300,17 +307,18 @@ class Trainer:
             log.info("step %d: %s", step, {k: round(v, 4) for k, v in rec.items() if isinstance(v, float)})
 
     def _save_weights(self, step: int, rec: dict[str, Any]) -> None:
-        """``last.pt`` at the final step, ``selected.pt`` when the first validator improves. The
-        weights are written once per evaluation at most: when the final evaluation is also the
-        selected one, ``selected.pt`` is a hard link to ``last.pt``."""
+        """The evaluation's weights, written once: to the checkpoint's weights file while
+        training (``last.pt`` at the final step and ``selected.pt`` when the first validator
+        improves are hard links to it), else to ``last.pt`` (``selected.pt`` linked to it)."""
         final = step == self.total_steps or not self.method.trains
-        if final:
-            save_atomic(self._weights(step), self.out / "last.pt")
-        if self._is_best_selected(rec):
-            if final:
-                link_atomic(self.out / "last.pt", self.out / "selected.pt")
-            else:
-                save_atomic(self._weights(step), self.out / "selected.pt")
+        selected = self._is_best_selected(rec)
+        if not (self._checkpointing or final or selected):
+            return
+        stored = self.out / (weights_name(step) if self._checkpointing else "last.pt")
+        save_atomic(self._weights(step), stored)
+        for name, wanted in (("last.pt", final), ("selected.pt", selected)):
+            if wanted and stored.name != name:
+                link_atomic(stored, self.out / name)
 
     def _weights(self, step: int) -> dict[str, Any]:
         """The method's trainable state as saved: dense, or with RST the encoder as a sparse

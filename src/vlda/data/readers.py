@@ -389,8 +389,8 @@ def _label_from_path(rel: str, matcher: ClassMatcher) -> int | None:
 def gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while a domain's samples are built (restored
     as it was, also on an error). Its passes grow with the objects alive, and reading DomainNet's
-    lists (586k lines, a path and a tuple each, none in a reference cycle) spent about a quarter
-    of its time in them (measured: ``docs/data-scale.md``)."""
+    lists (586k lines, a path and a tuple each, none in a reference cycle) spent a quarter to a
+    third of its time in them (measured: ``docs/benchmarks.md``)."""
     enabled = gc.isenabled()
     gc.disable()
     try:

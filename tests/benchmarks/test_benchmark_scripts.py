@@ -87,3 +87,46 @@ def test_adclip_speed_compares_with_the_official_style_step(tmp_path: Path) -> N
     rows = {r["setting"]: r for r in json.loads(out.read_text())["settings"]}
     assert set(rows) == {"official", "vlda_images", "vlda_cached"}
     assert rows["official"]["speedup_vs_official"] == 1.0 and all(r["steps_per_s"] > 0 for r in rows.values())
+
+
+def test_cache_scale_synthetic_cache_loads_through_the_real_reader(tmp_path: Path, monkeypatch) -> None:
+    """The benchmark's fast path writes what ``vlda cache`` writes: the training run of the
+    benchmark's config loads every set (checksums verified) without building anything."""
+    import argparse
+
+    import numpy as np
+
+    from vlda.data import feature_cache
+    from vlda.engine import experiment
+    from vlda.engine.experiment import build_trainer, cache_features
+
+    bench = importlib.import_module("cache_scale")
+    args = argparse.Namespace(views=2, batch=8, steps=1, warmup=0, eval_batch=64)
+    info = bench.write_lists(tmp_path, 800)
+    assert info["lines"] == sum(bench.split_counts(800).values())
+    monkeypatch.setattr(experiment, "load_run_backbone", lambda cfg, device="cpu": bench.tiny_clip_512())
+    monkeypatch.setattr(feature_cache, "_build", bench.synthetic_build)
+    assert cache_features(bench.run_config(tmp_path, args)) == 6  # 5 sources + the target
+    monkeypatch.setattr(feature_cache, "_build", bench._refuse_build)
+    trainer = build_trainer(bench.run_config(tmp_path, args), tmp_path / "run")
+    for src in trainer.source_stream.sources + trainer.target_stream.sources:
+        fs = src.feature_set
+        assert isinstance(fs.features, np.memmap) and fs.features.dtype == np.float16
+        assert fs.features.shape[1:] == (3, 512) and bool(fs.valid.all())
+        assert np.isfinite(np.asarray(fs.features[:4], dtype=np.float32)).all()
+
+
+@pytest.mark.slow
+def test_cache_scale_quick_measures_every_size(tmp_path: Path) -> None:
+    """The DomainNet-scale benchmark on two small sizes: its synthetic cache loads through the
+    real reader (a miss would raise in the measured process) and every size gets its row."""
+    out = tmp_path / "scale.json"
+    _main("cache_scale")(["--quick", "--work", str(tmp_path / "work"), "--out", str(out)])
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert [r["size"] for r in rows] == [2000, 4000]
+    for r in rows:
+        assert r["lines"] >= r["size"] - 12 and r["cache_bytes"] > r["lines"] * 2 * 512 * 2
+        assert r["step_ms"]["best"] > 0 and r["anon_eval_mb"] > 0 and r["eval_rows"] > 0
+        assert r["lists"]["read_s"]["best"] > 0
+    assert not (tmp_path / "work").exists()  # removed without --keep

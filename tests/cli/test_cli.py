@@ -116,6 +116,23 @@ def test_cache_command_builds_then_reuses(tmp_path, color_data, capsys):
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == built
 
 
+def test_cache_command_builds_what_train_reads(tmp_path, color_data, monkeypatch):
+    """`vlda cache` then `vlda train` builds nothing more: a transductive target (also the scored
+    split) is cached with its K augmented views, as training reads it."""
+    from vlda.data import feature_cache
+
+    cfg = write_config(tmp_path, color_data)
+    assert main(["cache", "-c", str(cfg), "-q"]) == 0
+    sets = [json.loads((p / "meta.json").read_text()) for p in (tmp_path / "cache").iterdir()]
+    assert sorted(m["n_views"] for m in sets) == [2, 2]
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("train rebuilt a feature set that `vlda cache` should have built")
+
+    monkeypatch.setattr(feature_cache, "_build", no_build)
+    assert main(["train", "-c", str(cfg), "-q"]) == 0
+
+
 def test_run_length_on_the_command_line_replaces_the_files(tmp_path):
     """A config with ``train.epochs`` (the official settings) given ``train.steps=N`` runs N
     steps, and the other way round; a file that sets both is refused."""

@@ -1,5 +1,6 @@
 """Readers on fake trees of every benchmark's layout, layout variants, and bad inputs."""
 
+import gc
 import logging
 import re
 import shutil
@@ -9,6 +10,7 @@ import pytest
 from fakes import expected_fake_counts, make_fake_benchmark
 from vlda.data.benchmarks import get_benchmark, list_benchmarks
 from vlda.data.readers import (
+    gc_paused,
     load_domain,
     locate_domain,
     read_class_folders,
@@ -212,6 +214,27 @@ def test_read_image_list_malformed_line_names_file_and_line(tmp_path):
     lst.write_text("a.jpg 0\nb.jpg 0\n")
     with pytest.raises(ValueError, match=r"list\.txt:1: .*negative"):
         read_image_list(lst, tmp_path, label_offset=-1)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_reading_restores_the_garbage_collector(tmp_path, enabled):
+    """The collector is paused while samples are built and left as it was, also on an error."""
+    make_fake_benchmark("domainnet", tmp_path, per_class=1, domains=["real"])
+    seen = []
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        with gc_paused():
+            seen.append(gc.isenabled())
+        assert len(load_domain("domainnet", "real", tmp_path, "test")) == 345
+        assert gc.isenabled() is enabled
+        lst = tmp_path / "real_test.txt"
+        lst.write_text(lst.read_text() + "real/x/y.jpg 999\n")
+        with pytest.raises(ValueError, match="outside"):
+            load_domain("domainnet", "real", tmp_path, "test")
+        assert gc.isenabled() is enabled and seen == [False]
+    finally:
+        gc.enable() if was else gc.disable()
 
 
 def test_benchmark_list_with_bad_label_names_line(tmp_path):

@@ -16,6 +16,7 @@ from vlda.data.dataset import BadImageError, ImageDataset
 from vlda.data.feature_cache import (
     META_FILE,
     FeatureSet,
+    PathsFile,
     build_or_load_features,
     cache_key,
     clear_cache,
@@ -72,7 +73,7 @@ def test_clean_view_equals_direct_encoding(backbone, samples, tfs, tmp_path):
     assert fs.features.dtype == np.float16 and fs.features.shape == (4, 3, backbone.embed_dim)
     assert isinstance(fs.features, np.memmap)
     assert fs.n_views == 2 and len(fs) == 4 and fs.valid.all()
-    assert fs.labels.tolist() == [0, 0, 1, 1] and fs.paths == [str(p) for p, _ in samples]
+    assert fs.labels.tolist() == [0, 0, 1, 1] and list(fs.paths) == [str(p) for p, _ in samples]
     for i, (path, _) in enumerate(samples):
         with Image.open(path) as img:
             direct = encode(backbone, tfs[0](img, None))
@@ -83,6 +84,24 @@ def test_clean_view_equals_direct_encoding(backbone, samples, tfs, tmp_path):
     assert (meta["n"], meta["n_views"], meta["dim"], meta["dtype"], meta["n_bad"]) == (
         4, 2, backbone.embed_dim, "float16", 0,
     )
+
+
+def test_a_loaded_set_is_memory_mapped_and_reads_its_paths_from_disk(backbone, samples, tfs, tmp_path):
+    """At DomainNet's scale (600k images) neither the features nor a string per image may sit in
+    memory: the features are a read-only memory map, the paths a view of ``paths.txt``."""
+    build(backbone, samples, tfs, tmp_path / "cache")
+    fs = build(backbone, samples, tfs, tmp_path / "cache")  # loaded, not built
+    assert isinstance(fs.features, np.memmap) and fs.features.mode == "r"
+    assert isinstance(fs.paths, PathsFile) and not isinstance(fs.paths, list)
+    want = [str(p) for p, _ in samples]
+    assert len(fs.paths) == 4 and list(fs.paths) == want and list(fs.paths) == want  # re-iterable
+    assert fs.paths[1] == want[1] and fs.paths[-1] == want[-1] and fs.paths[1:3] == want[1:3]
+
+
+def test_paths_file_keeps_spaces_and_a_last_line_without_newline(tmp_path):
+    f = tmp_path / "paths.txt"
+    f.write_text("a b/c d.jpg\n/x/y.png")
+    assert list(PathsFile(f, 2)) == ["a b/c d.jpg", "/x/y.png"]
 
 
 def test_augmented_views_are_seeded_deterministic_and_differ(backbone, samples, tfs, tmp_path):

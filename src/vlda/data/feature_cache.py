@@ -45,7 +45,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -85,7 +85,8 @@ class FeatureSet:
             Unnormalised, as ``backbone.encode_image`` returns them.
         labels: ``[N]`` int64 labels, from the samples the set was requested for.
         valid: ``[N]`` bool; False for images that could not be read (their rows are zeros).
-        paths: the ``N`` image paths, in row order.
+        paths: the ``N`` image paths, in row order: for a set loaded from disk a
+            :class:`PathsFile` (read from ``paths.txt`` when iterated, not held in memory).
         key: the cache key (:func:`cache_key`), also the directory name.
         directory: where the set lives on disk (``None`` for an in-memory set).
         meta: the contents of ``meta.json``.
@@ -94,7 +95,7 @@ class FeatureSet:
     features: np.ndarray
     labels: Tensor
     valid: Tensor
-    paths: list[str]
+    paths: Sequence[str]
     key: str
     directory: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -144,6 +145,37 @@ class FeatureSet:
         if self.n_views == 0:
             return torch.zeros(n, dtype=torch.long)
         return torch.randint(1, self.n_views + 1, (n,), generator=generator)
+
+
+class PathsFile(Sequence[str]):
+    """The image paths of a cached set, one per row, read from its ``paths.txt`` (checked
+    against its sha256 when the set was loaded) each time they are asked for. They are only
+    needed to name unreadable images, so a training process does not hold a Python string per
+    image (DomainNet: 600k paths, about 70 MB for the whole run). The paths are as written
+    when the set was built (the key covers their absolute form, sizes and times)."""
+
+    def __init__(self, file: Path, n: int) -> None:
+        self.file, self.n = Path(file), int(n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[str]:
+        with open(self.file) as f:  # the encoding paths.txt was written with (Path.write_text)
+            for line in f:
+                yield line[:-1] if line.endswith("\n") else line
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        return list(self)[index]
+
+    def __repr__(self) -> str:
+        return f"PathsFile({str(self.file)!r}, n={self.n})"
 
 
 # -- the key ---------------------------------------------------------------------------------
@@ -431,7 +463,7 @@ def _feature_set(
         features=feats,
         labels=torch.tensor([int(y) for _, y in samples], dtype=torch.long),
         valid=torch.from_numpy(np.array(valid, dtype=bool)),
-        paths=[os.fspath(p) for p, _ in samples],
+        paths=PathsFile(directory / PATHS_FILE, len(samples)),
         key=key,
         directory=directory,
         meta=meta,

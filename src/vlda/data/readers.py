@@ -10,9 +10,11 @@ shift the labels against the prompt names.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -383,6 +385,22 @@ def _label_from_path(rel: str, matcher: ClassMatcher) -> int | None:
     return matcher.get(parts[-2]) if len(parts) >= 2 else None
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a domain's samples are built (restored
+    as it was, also on an error). Its passes grow with the objects alive, and reading DomainNet's
+    lists (586k lines, a path and a tuple each, none in a reference cycle) spent a quarter to a
+    third of its time in them (measured: ``docs/benchmarks.md``)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@gc_paused()
 def read_source(src: DomainSource, strict: bool = True) -> SourceRead:
     """Read the samples of a located domain.
 

@@ -251,9 +251,12 @@ def cache_features(cfg: RunConfig) -> int:
     if not cls.uses_feature_cache:
         raise ConfigError(f"method {cls.name!r} trains its image encoder, so it cannot use the feature cache; nothing to cache")
     p = _prepare(cfg, train=True)
-    domains = [*p.data.sources, p.data.target]
+    # the training domains with the run's K augmented views, as `vlda train` reads them (a
+    # transductive target is also the scored one: it needs them too); a separate eval split none
+    trained = [*p.data.sources, p.data.target]
+    for i, dom in enumerate(trained):
+        p.sources.views(dom, i, p.n_views)
     if p.data.target_eval is not p.data.target:
-        domains.append(p.data.target_eval)
-    for i, dom in enumerate(domains):
-        p.sources.views(dom, i, p.n_views if dom is not p.data.target_eval else 0)
-    return len(domains)
+        p.sources.views(p.data.target_eval, len(trained), 0)
+        return len(trained) + 1
+    return len(trained)

@@ -12,17 +12,24 @@ the ``zeroshot_agreement`` validator compares with): from the pretrained backbon
 prompt ``"a photo of a {}."``. For a frozen image encoder this reuses the cached features; for
 a method that fine-tunes its encoder it must run before the first step (and before a resumed
 run loads its weights), which the trainer does.
+
+In a data-parallel run each process evaluates a contiguous shard of every source's pool
+(:func:`vlda.distributed.shard_range`) and the shards are gathered in rank order
+(:func:`vlda.distributed.gather_rows`), so every process holds the outputs of the whole split, in
+the order one process computes them, and validators and selection see the whole target.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
+from vlda import distributed as D
 from vlda.data.dataset import BadImageLog
 from vlda.engine.metrics import accuracy, mean_class_accuracy
 from vlda.engine.streams import Source, eval_batches
@@ -40,6 +47,14 @@ ZEROSHOT_TEMPLATE = "a photo of a {}."
 def feature_splits(validators: Sequence[Validator]) -> set[str]:
     """The splits whose features some validator reads."""
     return {s for v in validators for s in v.needs_features}
+
+
+def _shard(source: Source) -> Source:
+    """This process's contiguous shard of ``source``'s pool (the whole pool in one process)."""
+    if not D.initialised():
+        return source
+    mine = D.shard_range(len(source.pool))
+    return replace(source, pool=source.pool[mine.start : mine.stop])
 
 
 def _same(a: Sequence[Source] | None, b: Sequence[Source] | None) -> bool:
@@ -83,7 +98,7 @@ class Evaluator:
     def _run(self, sources: Sequence[Source], features: bool) -> SplitOutputs:
         logits, labels, feats = [], [], []
         for s in sources:
-            for batch in eval_batches(s, self.batch_size, self.num_workers, self.bad_log):
+            for batch in eval_batches(_shard(s), self.batch_size, self.num_workers, self.bad_log):
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 with self.autocast():
                     f = self.method.image_features(batch)
@@ -92,11 +107,19 @@ class Evaluator:
                 labels.append(batch["labels"].cpu())
                 if features:
                     feats.append(f.float().cpu())
-        if not logits:
-            n_cls = self.method.task.n_classes
-            empty = torch.empty(0, dtype=torch.long)
-            return SplitOutputs(torch.empty(0, n_cls), empty, torch.empty(0, 0) if features else None)
-        return SplitOutputs(torch.cat(logits), torch.cat(labels), torch.cat(feats) if features else None)
+        return self._gathered(logits, labels, feats if features else None)
+
+    def _gathered(self, logits: list[torch.Tensor], labels: list[torch.Tensor], feats: list[torch.Tensor] | None) -> SplitOutputs:
+        """This process's rows (every process's, gathered in rank order, in a distributed run)."""
+        all_logits = torch.cat(logits) if logits else torch.empty(0, self.method.task.n_classes)
+        all_labels = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
+        all_feats = None if feats is None else (torch.cat(feats) if feats else torch.empty(0, 0))
+        if D.initialised():
+            all_logits, all_labels = D.gather_rows(all_logits), D.gather_rows(all_labels)
+            if all_feats is not None:  # a process without rows agrees on the width first
+                width = max(int(w) for w in D.gather_objects(all_feats.shape[1] if len(all_feats) else 0))
+                all_feats = D.gather_rows(all_feats if len(all_feats) else all_feats.new_zeros((0, width)))
+        return SplitOutputs(all_logits, all_labels, all_feats)
 
     def _wants_features(self, name: str, features: bool | Collection[str]) -> bool:
         if isinstance(features, bool):
@@ -145,7 +168,7 @@ class Evaluator:
             weights = zero_shot_classifier(backbone, self.method.task.prompt_names, (ZEROSHOT_TEMPLATE,)).float()
             logits = []
             for source in self.splits["target_train"]:
-                for batch in eval_batches(source, self.batch_size, self.num_workers, None):
+                for batch in eval_batches(_shard(source), self.batch_size, self.num_workers, None):
                     batch = {k: v.to(self.device) for k, v in batch.items()}
                     with self.autocast():
                         f = self.method.pretrained_image_features(batch)
@@ -154,7 +177,7 @@ class Evaluator:
         finally:
             backbone.train(was_training)
         n_cls = self.method.task.n_classes
-        self.zeroshot = SplitOutputs(torch.cat(logits) if logits else torch.empty(0, n_cls))
+        self.zeroshot = SplitOutputs(D.gather_rows(torch.cat(logits) if logits else torch.empty(0, n_cls)))
         return self.zeroshot
 
     def needed(self, validators: Sequence[Validator], all_splits: bool = False) -> list[str]:

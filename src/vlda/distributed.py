@@ -154,16 +154,30 @@ def all_sum(x: torch.Tensor) -> torch.Tensor:
 def all_sum_grad(x: torch.Tensor) -> torch.Tensor:
     """``Σ_r x_r`` over the processes, differentiable (``x`` itself in one process).
 
-    The backward sums every rank's gradient too (``torch.distributed.nn``), so a loss that every
+    The backward sums every rank's gradient too, so a loss that every
     rank computes identically from global sums gets, after the engine's average over the ranks,
     exactly the gradient one process computes on the global batch. Every rank must call it in
     the same order.
     """
     if not initialised():
         return x
-    from torch.distributed.nn.functional import all_reduce
+    return _AllSum.apply(x)
 
-    return all_reduce(x)
+
+class _AllSum(torch.autograd.Function):
+    """``Σ_r x_r`` forward; ``Σ_r grad_r`` backward (the adjoint of a sum over the ranks)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out)
+        return out
 
 
 def global_batch_factor() -> int:

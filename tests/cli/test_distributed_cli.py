@@ -8,8 +8,21 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from cli.test_cli import write_config
 from vlda.cli.launch import torchrun_args, without_nproc
+
+
+def test_a_batch_that_does_not_divide_is_refused_in_one_sentence(monkeypatch):
+    from vlda import distributed as D
+    from vlda.config import ConfigError
+    from vlda.engine.experiment import _check_divisible
+
+    monkeypatch.setattr(D, "world_size", lambda: 2)
+    _check_divisible([2, 2], [4])  # every part divides: accepted
+    with pytest.raises(ConfigError, match=r"\(per source domain \[3, 3\], target \[6\]\) does not divide into 2"):
+        _check_divisible([3, 3], [6])
 
 
 def test_the_launcher_passes_the_command_to_torchrun_without_nproc():
@@ -35,6 +48,10 @@ def test_vlda_train_nproc_two(color_data, tmp_path):
                                               "checkpoint.pt", "last.pt", "selected.pt"}
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [2]
 
+
+@pytest.mark.slow
+def test_vlda_train_nproc_two_refuses_a_batch_that_does_not_divide(color_data, tmp_path):
+    cfg = write_config(tmp_path, color_data, method={"name": "dapl", "n_ctx": 4, "n_domain_ctx": 2})
     refused = _vlda("train", "-c", str(cfg), "--nproc", "2", "-q", "train.batch_size=3",
                     f"output={tmp_path / 'odd'}")
     assert refused.returncode == 2

@@ -170,10 +170,12 @@ def _killed_worker(rank: int, world: int, init_file: str, data_root: str, out: s
 def _spawn(world: int, *args) -> None:
     import torch.multiprocessing as mp
 
+    Path(args[-2]).parent.mkdir(parents=True, exist_ok=True)
     init = Path(args[-2]).parent / f"init-{np.random.default_rng().integers(1 << 30)}"
     mp.start_processes(_killed_worker, args=(world, str(init), *args), nprocs=world, start_method="spawn")
 
 
+@pytest.mark.slow
 def test_a_killed_two_process_run_resumes_in_two_processes_or_in_one(runs):
     """Killed after its first checkpoint (step 2 of 4), then resumed in 2 processes and,
     from a copy, in 1: both end where the uninterrupted one-process run ends."""

@@ -7,8 +7,8 @@ a converted layer normalises with the statistics of the whole global batch::
     n = Σ_r n_r,   μ = Σ_r Σ_i x_ri / n,   σ² = Σ_r Σ_i (x_ri − μ)² / n   (per channel)
     y = γ (x − μ) / sqrt(σ² + ε) + β
 
-with the two sums taken by ``torch.distributed.nn.functional.all_reduce``, whose backward sums
-the gradients of every rank, so ``∂(Σ_r L_r)/∂x`` is exact; the engine then averages the
+with the two sums taken by :func:`vlda.distributed.all_sum_grad`, whose backward sums the
+gradients of every rank, so ``∂(Σ_r L_r)/∂x`` is exact; the engine then averages the
 gradients over the ranks, which gives the gradient of the global mean loss. Running statistics
 are updated with ``μ`` and the unbiased ``σ² · n / (n − 1)``, as one process would. In eval
 mode, or outside a process group, the layer is the ordinary ``BatchNorm`` (same class, same
@@ -24,12 +24,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from vlda import distributed as D
 
 
-def _all_reduce(x: Tensor) -> Tensor:
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(x)
-
-
 class _GlobalBatchNorm:
     """Mixin placed before a ``_BatchNorm`` class: training-mode statistics of the global batch."""
 
@@ -41,11 +35,11 @@ class _GlobalBatchNorm:
         shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
         xf = x.float()
         n_local = torch.tensor([x.numel() // x.shape[1]], dtype=torch.float32, device=x.device)
-        total = _all_reduce(torch.cat([xf.sum(dims), n_local]))
+        total = D.all_sum_grad(torch.cat([xf.sum(dims), n_local]))
         n = total[-1].detach()
         mean = total[:-1] / n
         centred = xf - mean.view(shape)
-        var = _all_reduce(centred.pow(2).sum(dims)) / n
+        var = D.all_sum_grad(centred.pow(2).sum(dims)) / n
         y = centred * torch.rsqrt(var + bn.eps).view(shape)
         if bn.affine:
             y = y * bn.weight.view(shape) + bn.bias.view(shape)

@@ -53,6 +53,10 @@ def config(case: str, data_root: Path, out: Path, steps: int = 4):
         "optim": c.get("optim", {"name": "sgd", "lr": 0.01}),
         "cache": {"enabled": True, "views": 2, "dir": str(out.parent / "cache")},
         "augment": {"scale_min": 0.5, "flip": True},
+        # validators on the target's outputs and features, and the saved outputs: the gathered
+        # evaluation must be the whole split, in order
+        "selection": {"validators": ["source_val_acc", "snd", "im"]},
+        "eval": {"save_outputs": "features", "outputs_dtype": "float32"},
         "output": str(out),
     })
 
@@ -81,7 +85,8 @@ def run_in_processes(world: int, data_root: Path, root: Path, cases: list[str]) 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("data_parallel")
-    data = make_color_domains(base / "data", domains=("s1", "s2", "tgt"), per_class=6)
+    # 5 images a class: evaluation shards and cache shards of unequal sizes
+    data = make_color_domains(base / "data", domains=("s1", "s2", "tgt"), per_class=5)
     run_in_processes(2, data, base / "two", list(CASES))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -125,6 +130,18 @@ def test_two_processes_end_where_one_process_ends(runs, case):
                 assert rb[k] == pytest.approx(v, rel=1e-3, abs=1e-4), k
             else:
                 assert rb[k] == v, k
+    masks = [v for r in a for k, v in r.items() if k in ("train/pl_mask_rate", "train/fixmatch/mask_head")]
+    if case in ("dapl", "pga", "mpga", "cmkd"):  # some confident, some not: the global count matters
+        assert any(0 < v < 1 for v in masks), masks
+    for name in sorted(p for p in _files(one) if p.startswith("outputs/")):
+        saved_one, saved_two = load_safe(one / name), load_safe(two / name)
+        for split, value in saved_one.items():
+            for k, t in (value.items() if isinstance(value, dict) else [("", value)]):
+                got_t = saved_two[split][k] if k else saved_two[split]
+                if isinstance(t, torch.Tensor) and t.is_floating_point():
+                    torch.testing.assert_close(got_t.float(), t.float(), rtol=1e-3, atol=1e-3, msg=f"{name} {split} {k}")
+                else:
+                    assert torch.equal(got_t, t) if isinstance(t, torch.Tensor) else got_t == t, f"{name} {split} {k}"
     summary_one = json.loads((one / "summary.json").read_text())
     summary_two = json.loads((two / "summary.json").read_text())
     assert summary_two["results"]["selected"]["step"] == summary_one["results"]["selected"]["step"]

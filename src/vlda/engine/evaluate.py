@@ -14,8 +14,8 @@ a method that fine-tunes its encoder it must run before the first step (and befo
 run loads its weights), which the trainer does.
 
 In a data-parallel run each process evaluates a contiguous shard of every source's pool
-(:func:`vlda.distributed.shard_range`) and the shards are gathered in rank order
-(:func:`vlda.distributed.gather_rows`), so every process holds the outputs of the whole split, in
+(:func:`vlda.distributed.shard_range`) and each source's shards are gathered in rank order
+(:func:`vlda.distributed.gather_rows`) before the next source's, so every process holds the outputs of the whole split, in
 the order one process computes them, and validators and selection see the whole target.
 """
 
@@ -96,17 +96,27 @@ class Evaluator:
 
     @torch.no_grad()
     def _run(self, sources: Sequence[Source], features: bool) -> SplitOutputs:
+        """The split's outputs, source after source (each source's shards gathered in order)."""
+        parts = [p for p in (self._run_source(s, features) for s in sources) if len(p.logits)]
+        if not parts:
+            n_cls = self.method.task.n_classes
+            empty = torch.empty(0, dtype=torch.long)
+            return SplitOutputs(torch.empty(0, n_cls), empty, torch.empty(0, 0) if features else None)
+        feats = torch.cat([p.features for p in parts if p.features is not None]) if features else None
+        return SplitOutputs(torch.cat([p.logits for p in parts]), torch.cat([p.labels for p in parts if p.labels is not None]), feats)
+
+    def _run_source(self, source: Source, features: bool) -> SplitOutputs:
+        """One source's outputs: this process's shard, gathered from every process."""
         logits, labels, feats = [], [], []
-        for s in sources:
-            for batch in eval_batches(_shard(s), self.batch_size, self.num_workers, self.bad_log):
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                with self.autocast():
-                    f = self.method.image_features(batch)
-                    z = self.method.logits(f)
-                logits.append(z.float().cpu())
-                labels.append(batch["labels"].cpu())
-                if features:
-                    feats.append(f.float().cpu())
+        for batch in eval_batches(_shard(source), self.batch_size, self.num_workers, self.bad_log):
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with self.autocast():
+                f = self.method.image_features(batch)
+                z = self.method.logits(f)
+            logits.append(z.float().cpu())
+            labels.append(batch["labels"].cpu())
+            if features:
+                feats.append(f.float().cpu())
         return self._gathered(logits, labels, feats if features else None)
 
     def _gathered(self, logits: list[torch.Tensor], labels: list[torch.Tensor], feats: list[torch.Tensor] | None) -> SplitOutputs:
@@ -166,18 +176,20 @@ class Evaluator:
         backbone.eval()
         try:
             weights = zero_shot_classifier(backbone, self.method.task.prompt_names, (ZEROSHOT_TEMPLATE,)).float()
+            n_cls = self.method.task.n_classes
             logits = []
-            for source in self.splits["target_train"]:
+            for source in self.splits["target_train"]:  # each source's shards gathered in order
+                mine = []
                 for batch in eval_batches(_shard(source), self.batch_size, self.num_workers, None):
                     batch = {k: v.to(self.device) for k, v in batch.items()}
                     with self.autocast():
                         f = self.method.pretrained_image_features(batch)
                     f = nn.functional.normalize(f.float(), dim=-1)
-                    logits.append((backbone.logit_scale * f @ weights.t()).cpu())
+                    mine.append((backbone.logit_scale * f @ weights.t()).cpu())
+                logits.append(D.gather_rows(torch.cat(mine) if mine else torch.empty(0, n_cls)))
         finally:
             backbone.train(was_training)
-        n_cls = self.method.task.n_classes
-        self.zeroshot = SplitOutputs(D.gather_rows(torch.cat(logits) if logits else torch.empty(0, n_cls)))
+        self.zeroshot = SplitOutputs(torch.cat(logits) if logits else torch.empty(0, n_cls))
         return self.zeroshot
 
     def needed(self, validators: Sequence[Validator], all_splits: bool = False) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -113,21 +114,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    from vlda import distributed as D
-
+    # Whether torchrun started this process, from the environment (torch is not imported for
+    # `--help`, `list` or a config error).
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     nproc = getattr(args, "nproc", 1)
     if nproc < 1:
         print(f"vlda {args.command}: error: --nproc must be at least 1, got {nproc}", file=sys.stderr)
         return 2
-    if nproc > 1 and not D.launched_by_torchrun():
+    if nproc > 1 and world <= 1:
         from vlda.cli.launch import launch
 
         return launch(nproc, argv)
     # vlda's own messages at INFO (rank 0 of a distributed run; the others at WARNING); other
     # libraries (open_clip logs to the root logger) at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    logging.getLogger("vlda").setLevel(logging.INFO if main_rank else logging.WARNING)
+    if world <= 1:
+        return _run(args)
+    from vlda import distributed as D
+
     D.init_from_env()
-    logging.getLogger("vlda").setLevel(logging.INFO if D.is_main() else logging.WARNING)
     try:
         return _run(args)
     finally:

@@ -8,6 +8,13 @@ process (no process group) every function is a cheap no-op: ``rank() == 0``,
 
 Sharding is contiguous and deterministic: rank ``r`` of ``W`` takes rows
 ``[r*n//W, (r+1)*n//W)``, so ``gather_rows`` (in rank order) rebuilds the original order.
+
+Batch statistics that a loss normalises by (a count of confident samples, a class column sum)
+must be the whole global batch's for a data-parallel run to compute what one process computes:
+:func:`all_sum` gives them (without gradient), :func:`global_batch_factor` is ``W`` for losses
+that *sum* over the batch (each rank's sum times ``W``, averaged over ranks, is the global sum).
+:func:`average_floats` averages a rank's logged values (per-rank mean losses over equal slices
+average to the global mean).
 """
 
 from __future__ import annotations
@@ -67,6 +74,12 @@ def init_from_env(backend: str | None = None) -> bool:
     return initialised()
 
 
+def shutdown() -> None:
+    """Leave the process group that :func:`init_from_env` joined (no-op without one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def shard_range(n: int, of_rank: int | None = None, of_world: int | None = None) -> range:
     """The contiguous rows ``[r*n//W, (r+1)*n//W)`` of ``n`` that rank ``r`` of ``W`` takes."""
     r = rank() if of_rank is None else of_rank
@@ -80,11 +93,13 @@ def gather_rows(x: torch.Tensor) -> torch.Tensor:
     """Concatenate along dim 0, in rank order, each process's ``x`` (row counts may differ).
 
     Shapes: ``x`` is ``(n_r, *rest)`` on rank r, with ``rest`` and dtype the same on every
-    rank; the result ``(sum_r n_r, *rest)`` is returned on every rank. gloo and NCCL need
-    equal sizes, so rows are padded to the largest count and the padding dropped after.
+    rank; the result ``(sum_r n_r, *rest)`` is returned on every rank, on ``x``'s device. gloo
+    and NCCL need equal sizes, so rows are padded to the largest count and the padding dropped
+    after; under NCCL the rows travel through the current GPU.
     """
     if not initialised():
         return x
+    home, x = x.device, x.to(_collective_device())
     w = dist.get_world_size()
     count = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)
     counts = [torch.zeros_like(count) for _ in range(w)]
@@ -94,7 +109,7 @@ def gather_rows(x: torch.Tensor) -> torch.Tensor:
     padded[: x.shape[0]] = x
     parts = [torch.empty_like(padded) for _ in range(w)]
     dist.all_gather(parts, padded.contiguous())
-    return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
+    return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)]).to(home)
 
 
 def _collective_device() -> torch.device:
@@ -120,3 +135,72 @@ def any_true(flag: bool) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def all_sum(x: torch.Tensor) -> torch.Tensor:
+    """``Σ_r x_r`` over the processes, without gradient (a detached copy; ``x`` in one process).
+
+    For the normalisers of a loss that must be the global batch's: e.g. the number of confident
+    target samples of a masked mean, a class column sum. Shapes: any, the same on every rank.
+    """
+    x = x.detach()
+    if not initialised():
+        return x
+    out = x.clone()
+    dist.all_reduce(out)
+    return out
+
+
+def all_sum_grad(x: torch.Tensor) -> torch.Tensor:
+    """``Σ_r x_r`` over the processes, differentiable (``x`` itself in one process).
+
+    The backward sums every rank's gradient too, so a loss that every
+    rank computes identically from global sums gets, after the engine's average over the ranks,
+    exactly the gradient one process computes on the global batch. Every rank must call it in
+    the same order.
+    """
+    if not initialised():
+        return x
+    return _AllSum.apply(x)
+
+
+class _AllSum(torch.autograd.Function):
+    """``Σ_r x_r`` forward; ``Σ_r grad_r`` backward (the adjoint of a sum over the ranks)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out)
+        return out
+
+
+def global_batch_factor() -> int:
+    """``W``: the factor of a loss that *sums* over the batch, so that the mean over ranks of
+    ``W · Σ_{i in slice r}`` is the sum over the global batch (1 in one process)."""
+    return world_size()
+
+
+def average_floats(values: dict[str, float]) -> dict[str, float]:
+    """Each value averaged over the processes (same keys on every rank; one all-reduce)."""
+    if not initialised() or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.tolist(), strict=True))
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every process's ``obj``, in rank order (``[obj]`` in one process; picklable objects)."""
+    if not initialised():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

@@ -69,8 +69,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg, resume=args.resume, out=Path(args.out) if args.out else None, overwrite=args.overwrite,
         resume_with_changes=args.resume_with_changes,
     )
-    _print_results(summary)
-    print(f"wrote {Path(args.out or cfg.output) / 'summary.json'}")
+    from vlda import distributed as D
+
+    if D.is_main():  # one report for a data-parallel run
+        _print_results(summary)
+        print(f"wrote {Path(args.out or cfg.output) / 'summary.json'}")
     return 0
 
 

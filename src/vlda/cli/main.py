@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the run that --out already holds")
     p.add_argument("--resume-with-changes", action="store_true",
                    help="resume although the config changed (the changes are recorded in the run)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel in N processes on this machine, through torchrun (docs/distributed.md)")
     p.set_defaults(func=commands.cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a finished run's weights on its (or another) target")
@@ -109,10 +112,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    # vlda's own messages at INFO; other libraries (open_clip logs to the root logger) at WARNING.
+    # Whether torchrun started this process, from the environment (torch is not imported for
+    # `--help`, `list` or a config error).
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    nproc = getattr(args, "nproc", 1)
+    if nproc < 1:
+        print(f"vlda {args.command}: error: --nproc must be at least 1, got {nproc}", file=sys.stderr)
+        return 2
+    if nproc > 1 and world <= 1:
+        from vlda.cli.launch import launch
+
+        return launch(nproc, argv)
+    # vlda's own messages at INFO (rank 0 of a distributed run; the others at WARNING); other
+    # libraries (open_clip logs to the root logger) at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("vlda").setLevel(logging.INFO)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    logging.getLogger("vlda").setLevel(logging.INFO if main_rank else logging.WARNING)
+    if world <= 1:
+        return _run(args)
+    from vlda import distributed as D
+
+    D.init_from_env()
+    try:
+        return _run(args)
+    finally:
+        D.shutdown()
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     # One sentence, exit code 2, for every failure a user can cause: ConfigError and the damaged

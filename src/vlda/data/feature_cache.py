@@ -41,7 +41,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -252,17 +252,18 @@ def cache_key(
 
 class _Views(torch.utils.data.Dataset):
     """Key ``(i, v)`` -> image ``i`` under view ``v`` (0: eval transform, else train transform
-    with the seed :func:`view_seed` ``(seed, i, v)``)."""
+    with the seed :func:`view_seed` ``(seed, first + i, v)``; ``first``: the position of image 0
+    in the whole list, when this is one process's shard of it)."""
 
-    def __init__(self, eval_ds: Any, train_ds: Any, seed: int) -> None:
-        self.eval_ds, self.train_ds, self.seed = eval_ds, train_ds, seed
+    def __init__(self, eval_ds: Any, train_ds: Any, seed: int, first: int = 0) -> None:
+        self.eval_ds, self.train_ds, self.seed, self.first = eval_ds, train_ds, seed, first
 
     def __len__(self) -> int:
         return len(self.eval_ds)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[int, int, Tensor | None, str]:
         i, v = key
-        item = self.eval_ds[i] if v == 0 else self.train_ds[(i, view_seed(self.seed, i, v))]
+        item = self.eval_ds[i] if v == 0 else self.train_ds[(i, view_seed(self.seed, self.first + i, v))]
         return i, v, item["image"], str(item["path"])
 
 
@@ -333,8 +334,10 @@ def _build(
     progress: bool,
     strict: bool,
     out_dir: Path,
+    first: int = 0,
 ) -> tuple[int, list[str], int]:
-    """Encode everything into ``out_dir`` -> (number of bad images, their paths, D)."""
+    """Encode everything into ``out_dir`` -> (number of bad images, their paths, D).
+    ``first``: position of ``samples[0]`` in the whole list (a shard's offset; view seeds)."""
     n, d = len(samples), int(backbone.embed_dim)
     sample_list = [(Path(p), int(y)) for p, y in samples]
     # strict is handled here (one error naming every bad file so far), not by the dataset.
@@ -346,7 +349,7 @@ def _build(
         train_ds = ImageDataset(sample_list, train_transform, strict=False)
     device = backbone.device
     loader = DataLoader(
-        _Views(eval_ds, train_ds, seed),
+        _Views(eval_ds, train_ds, seed, first),
         batch_sampler=_BatchKeys(n, n_views, batch_size),
         collate_fn=_collate_views,
         num_workers=num_workers,
@@ -483,6 +486,7 @@ def build_or_load_features(
     num_workers: int = 0,
     progress: bool = True,
     strict: bool = False,
+    builder: Callable[..., tuple[int, list[str], int]] | None = None,
 ) -> FeatureSet:
     """The frozen image features of ``samples``, from ``cache_dir`` or computed and stored there.
 
@@ -501,6 +505,8 @@ def build_or_load_features(
         progress: show a progress bar while building.
         strict: raise :class:`vlda.data.dataset.BadImageError` on an unreadable image instead
             of marking it invalid (nothing is cached then).
+        builder: what encodes the images into the build directory (default: this process
+            encodes them all; :mod:`vlda.data.feature_cache_shards`: every process its share).
 
     Returns:
         A :class:`FeatureSet` with fp16 features ``[N, 1 + K, D]`` memory-mapped from disk.
@@ -544,7 +550,7 @@ def build_or_load_features(
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{key[:16]}-", dir=cache_dir))
     try:
         start = time.perf_counter()
-        n_bad, bad_paths, d = _build(
+        n_bad, bad_paths, d = (builder or _build)(
             backbone, samples, eval_transform, train_transform, n_views, seed,
             batch_size, num_workers, progress, strict, tmp,
         )

@@ -12,17 +12,24 @@ the ``zeroshot_agreement`` validator compares with): from the pretrained backbon
 prompt ``"a photo of a {}."``. For a frozen image encoder this reuses the cached features; for
 a method that fine-tunes its encoder it must run before the first step (and before a resumed
 run loads its weights), which the trainer does.
+
+In a data-parallel run each process evaluates a contiguous shard of every source's pool
+(:func:`vlda.distributed.shard_range`) and each source's shards are gathered in rank order
+(:func:`vlda.distributed.gather_rows`) before the next source's, so every process holds the outputs of the whole split, in
+the order one process computes them, and validators and selection see the whole target.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
+from vlda import distributed as D
 from vlda.data.dataset import BadImageLog
 from vlda.engine.metrics import accuracy, mean_class_accuracy
 from vlda.engine.streams import Source, eval_batches
@@ -42,8 +49,32 @@ def feature_splits(validators: Sequence[Validator]) -> set[str]:
     return {s for v in validators for s in v.needs_features}
 
 
+def _shard(source: Source) -> Source:
+    """This process's contiguous shard of ``source``'s pool (the whole pool in one process)."""
+    if not D.initialised():
+        return source
+    mine = D.shard_range(len(source.pool))
+    return replace(source, pool=source.pool[mine.start : mine.stop])
+
+
 def _same(a: Sequence[Source] | None, b: Sequence[Source] | None) -> bool:
     return a is not None and b is not None and len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def _gathered(logits: torch.Tensor, labels: torch.Tensor, feats: torch.Tensor | None, ends: Sequence[int]) -> SplitOutputs:
+    """Every process's rows of each source (this process's rows ``[ends[i-1], ends[i])``),
+    gathered in rank order, source after source."""
+    parts: list[list[torch.Tensor]] = [[], [], []]
+    start = 0
+    for end in ends:
+        parts[0].append(D.gather_rows(logits[start:end]))
+        parts[1].append(D.gather_rows(labels[start:end]))
+        if feats is not None:  # a process without rows agrees on the width first
+            mine = feats[start:end]
+            width = max(int(w) for w in D.gather_objects(mine.shape[1] if len(mine) else 0))
+            parts[2].append(D.gather_rows(mine if len(mine) else mine.new_zeros((0, width))))
+        start = end
+    return SplitOutputs(torch.cat(parts[0]), torch.cat(parts[1]), torch.cat(parts[2]) if feats is not None else None)
 
 
 class _Rows:
@@ -102,10 +133,15 @@ class Evaluator:
 
     @torch.no_grad()
     def _run(self, sources: Sequence[Source], features: bool) -> SplitOutputs:
-        n = sum(len(s.pool) for s in sources)
+        """The split's outputs, source after source: this process's shard of each source, each
+        batch copied into rows allocated once (:class:`_Rows`); in a distributed run, each
+        source's shards are then gathered in rank order before the next source's."""
+        shards = [_shard(s) for s in sources]
+        n = sum(len(s.pool) for s in shards)
         logits, labels = _Rows(n, torch.float32), _Rows(n, torch.long)
         feats = _Rows(n, torch.float32) if features else None
-        for s in sources:
+        ends = []  # where each source's rows end (unreadable images give fewer rows)
+        for s in shards:
             for batch in eval_batches(s, self.batch_size, self.num_workers, self.bad_log):
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 with self.autocast():
@@ -115,11 +151,13 @@ class Evaluator:
                 labels.add(batch["labels"])
                 if feats is not None:
                     feats.add(f)
-        if not logits.filled:
-            n_cls = self.method.task.n_classes
-            empty = torch.empty(0, dtype=torch.long)
-            return SplitOutputs(torch.empty(0, n_cls), empty, torch.empty(0, 0) if features else None)
-        return SplitOutputs(logits.tensor(), labels.tensor(), feats.tensor() if feats is not None else None)
+            ends.append(logits.filled)
+        z_all = logits.tensor() if logits.filled else torch.empty(0, self.method.task.n_classes)
+        y_all = labels.tensor() if labels.filled else torch.empty(0, dtype=torch.long)
+        f_all = None if feats is None else (feats.tensor() if feats.filled else torch.empty(0, 0))
+        if D.initialised():
+            return _gathered(z_all, y_all, f_all, ends)
+        return SplitOutputs(z_all, y_all, f_all)
 
     def _wants_features(self, name: str, features: bool | Collection[str]) -> bool:
         if isinstance(features, bool):
@@ -166,17 +204,19 @@ class Evaluator:
         backbone.eval()
         try:
             weights = zero_shot_classifier(backbone, self.method.task.prompt_names, (ZEROSHOT_TEMPLATE,)).float()
+            n_cls = self.method.task.n_classes
             logits = []
-            for source in self.splits["target_train"]:
-                for batch in eval_batches(source, self.batch_size, self.num_workers, None):
+            for source in self.splits["target_train"]:  # each source's shards gathered in order
+                mine = []
+                for batch in eval_batches(_shard(source), self.batch_size, self.num_workers, None):
                     batch = {k: v.to(self.device) for k, v in batch.items()}
                     with self.autocast():
                         f = self.method.pretrained_image_features(batch)
                     f = nn.functional.normalize(f.float(), dim=-1)
-                    logits.append((backbone.logit_scale * f @ weights.t()).cpu())
+                    mine.append((backbone.logit_scale * f @ weights.t()).cpu())
+                logits.append(D.gather_rows(torch.cat(mine) if mine else torch.empty(0, n_cls)))
         finally:
             backbone.train(was_training)
-        n_cls = self.method.task.n_classes
         self.zeroshot = SplitOutputs(torch.cat(logits) if logits else torch.empty(0, n_cls))
         return self.zeroshot
 

@@ -4,10 +4,16 @@ This is the glue the CLI (``vlda train``, ``eval``, ``cache``, ``demo``) and the
 share, so every entry point builds a run the same way, and each builds only what it needs:
 ``train`` the whole trainer, ``eval`` the evaluation splits and the method, ``cache`` the
 features.
+
+Under ``torchrun`` (a process group of ``W > 1``, :mod:`vlda.distributed`) every process builds
+the same run (same seed: same initial weights); rank 0 alone takes the run directory's lock and
+writes into it; the per-domain parts of the global batch must divide by ``W``; trained BatchNorm
+layers normalise over the global batch (:func:`~vlda.models.sync_batchnorm.convert_batchnorm`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -17,6 +23,7 @@ from typing import Any
 
 import torch
 
+from vlda import distributed as D
 from vlda.config import ConfigError, RunConfig
 from vlda.data.dataset import BadImageLog, require_readable
 from vlda.data.readers import DomainData
@@ -42,6 +49,7 @@ from vlda.engine.streams import Source, TrainStream
 from vlda.engine.trainer import Trainer
 from vlda.gradients.registry import get_strategy
 from vlda.methods.base import Method, Task
+from vlda.models.sync_batchnorm import convert_batchnorm
 from vlda.selection.validators import get_validator
 
 __all__ = ["build_trainer", "cache_features", "evaluate_run", "run"]
@@ -76,6 +84,8 @@ def task_record(task: Task) -> dict[str, Any]:
 
 def _prepare(cfg: RunConfig, train: bool) -> Prepared:
     check_options(cfg)
+    if not D.is_main():
+        cfg.train.progress = False  # rank 0 alone shows progress bars
     torch.manual_seed(cfg.train.seed)
     data = load_run_data(cfg)
     if cfg.data.strict_images:
@@ -130,6 +140,18 @@ def _warn_small_domains(views: list[Source], sizes: list[int], domains: list[Dom
             )
 
 
+def _check_divisible(src_sizes: list[int], tgt_sizes: list[int]) -> None:
+    """Refuse a global batch whose per-domain parts do not divide among the processes: per-rank
+    mean losses averaged over the ranks equal the global batch's mean only over equal slices."""
+    w = D.world_size()
+    if w > 1 and any(n % w for n in (*src_sizes, *tgt_sizes)):
+        raise ConfigError(
+            f"the global batch (per source domain {src_sizes}, target {tgt_sizes}) does not divide "
+            f"into {w} equal slices, one per process; choose train.batch_size (a multiple of {w} "
+            f"times the number of source domains) and train.target_batch_size (a multiple of {w})"
+        )
+
+
 def build_trainer(
     cfg: RunConfig,
     out: Path | None = None,
@@ -151,8 +173,8 @@ def build_trainer(
             "train.steps=N (N >= 1), or evaluate without training with method.name=zeroshot"
         )
     p = _prepare(cfg, train=True)
-    if resume:
-        check_resume_config(out, cfg.to_dict(), resume_with_changes)
+    if resume:  # every process checks; rank 0 records accepted changes
+        check_resume_config(out, cfg.to_dict(), resume_with_changes, record=D.is_main())
     method, t_index = p.method, len(p.data.sources)
     if cfg.rst.enabled and not encoder_parameters(method)[1]:
         raise ConfigError(
@@ -173,16 +195,20 @@ def build_trainer(
         )
     t = cfg.train
     src_sizes, tgt_sizes = split_batch(t.batch_size, len(src_train)), [t.target_batch_size or t.batch_size]
+    _check_divisible(src_sizes, tgt_sizes)
     _warn_small_domains(src_train, src_sizes, p.data.sources, "source")
     _warn_small_domains([tgt_train], tgt_sizes, [p.data.target], "target")
     workers, bad = cfg.data.num_workers, p.sources.bad_log
     source_stream = TrainStream(src_train, src_sizes, t.seed, 0, True, workers, bad)
     target_stream = TrainStream([tgt_train], tgt_sizes, t.seed, 1, False, workers, bad)
-    if overwrite:
+    if overwrite and D.is_main():
         clear_run_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     log.info("classes (label: name -> prompt name): %s", class_order(p.data.task))
-    write_text_atomic(json.dumps(task_record(p.data.task), indent=2), out / "task.json")
+    if D.is_main():
+        write_text_atomic(json.dumps(task_record(p.data.task), indent=2), out / "task.json")
+    if D.initialised() and (n_bn := convert_batchnorm(method)):
+        log.info("%d BatchNorm layers normalise over the global batch of %d processes", n_bn, D.world_size())
     validators = [get_validator(n) for n in cfg.selection.validators]
     evaluator = Evaluator(method, _eval_splits(p, src_val, tgt_eval_view), t.eval_batch_size, workers, bad)
     return Trainer(
@@ -207,7 +233,8 @@ def run(
     out = Path(out or cfg.output)
     resume = resume or resume_with_changes
     check_run_dir(out, resume, overwrite)
-    with RunLock(out):
+    D.barrier()  # every process has seen the directory before rank 0 writes into it
+    with RunLock(out) if D.is_main() else contextlib.nullcontext():
         try:
             trainer = build_trainer(cfg, out, resume, overwrite, resume_with_changes)
             summary = trainer.fit(resume=resume)

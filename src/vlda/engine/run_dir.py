@@ -86,9 +86,12 @@ def config_changes(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str
     return {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
 
 
-def check_resume_config(out: Path, new: Mapping[str, Any], accept_changes: bool = False) -> None:
+def check_resume_config(
+    out: Path, new: Mapping[str, Any], accept_changes: bool = False, record: bool = True
+) -> None:
     """Refuse to resume the run in ``out`` with a config that changes its result, unless
-    ``accept_changes`` (the changes are then appended to ``resume_changes.jsonl``)."""
+    ``accept_changes`` (the changes are then appended to ``resume_changes.jsonl`` when
+    ``record``: by one process of a distributed run)."""
     path = Path(out) / "config.json"
     if not path.is_file():
         return
@@ -105,6 +108,8 @@ def check_resume_config(out: Path, new: Mapping[str, Any], accept_changes: bool 
             f"--resume with a config that differs from the run's ({listed}); undo the changes, "
             "or pass --resume-with-changes to continue anyway (they are recorded in the run)"
         )
+    if not record:
+        return
     line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "changes": {k: list(v) for k, v in changes.items()}}
     with open(Path(out) / CHANGES, "a") as f:
         f.write(json.dumps(line, default=str) + "\n")

@@ -2,7 +2,8 @@
 
 With a method that ``uses_feature_cache`` (frozen image encoder) and ``cache.enabled``, every
 image is encoded once (view 0: eval transform; views 1..K: train transform) and memory-mapped
-(:mod:`vlda.data.feature_cache`); otherwise images are decoded and transformed per batch.
+(:mod:`vlda.data.feature_cache`; in a data-parallel run each process encodes its share,
+:mod:`vlda.data.feature_cache_shards`); otherwise images are decoded and transformed per batch.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from vlda.config import RunConfig
 from vlda.data.dataset import BadImageLog, ImageDataset
 from vlda.data.encoder import ImageEncoder
-from vlda.data.feature_cache import build_or_load_features
+from vlda.data.feature_cache_shards import build_or_load_features_sharded
 from vlda.data.readers import DomainData
 from vlda.data.transforms import eval_transform, train_transform
 from vlda.engine.sampling import stratified_holdout
@@ -48,7 +49,7 @@ class SourceBuilder:
         if self.cached:
             if not isinstance(b, VisionLanguageBackbone):
                 raise TypeError("the feature cache needs a vision-language backbone")
-            fs = build_or_load_features(
+            fs = build_or_load_features_sharded(
                 self.encoder or b, domain.samples, eval_transform=ev, train_transform=tr, n_views=n_views,
                 cache_dir=feature_cache_dir(cfg), progress=self.progress,
                 strict=cfg.data.strict_images, num_workers=cfg.data.num_workers,

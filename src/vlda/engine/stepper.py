@@ -5,6 +5,12 @@ objectives (loss-scaled under fp16); then, here, in this order: unscale (``GradS
 the global gradient norm (``optim.clip_grad_norm``), step the optimizer, update the scaler. A
 step whose gradients are not finite is skipped by the scaler (fp16) and reported as
 ``amp/skipped``. Strategies never call ``optimizer.step()``; this is the one place that does.
+
+Data-parallel: the strategy has averaged the gradients over the processes (``comm``), so every
+process unscales the same gradients; on top of that, whether some gradient is not finite is
+agreed on by every process after unscaling (one tiny average of the scaler's flags), so a
+process that met an inf or a NaN makes every process skip the step and lower its scale, whatever
+a strategy did.
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ class Stepper:
         diag = dict(self.strategy.compute(objectives, self.params, StepContext(scale, self.comm)))
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
+            if self.comm.world_size > 1:
+                self._agree_on_overflow()
         if self.clip_grad_norm is not None:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
             diag["grad/total_norm"] = float(norm)
@@ -68,6 +76,20 @@ class Stepper:
         else:
             self.optimizer.step()
         return diag
+
+    def _agree_on_overflow(self) -> None:
+        """Every process's scaler flags "inf found" when any process's does (after ``unscale_``)."""
+        assert self.scaler is not None
+        flags = self.scaler._found_inf_per_device(self.optimizer)  # the scaler's own record
+        if not flags:
+            return
+        mine = sum(f.double().sum() for f in flags.values())
+        assert isinstance(mine, torch.Tensor)
+        shared = mine.reshape(1).clone()
+        self.comm.average([shared])
+        if float(shared) > 0:
+            for f in flags.values():
+                f.fill_(1.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {

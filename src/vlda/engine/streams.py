@@ -1,6 +1,9 @@
 """Batches for training and evaluation, from the feature cache or from images.
 
-Training streams yield the batch of each step (see :mod:`vlda.engine.sampling`); with the cache,
+Training streams yield the batch of each step (see :mod:`vlda.engine.sampling`). In a
+data-parallel run of ``W`` processes the global batch of a step is the one a single process
+draws; each source's part of it is cut into ``W`` contiguous slices and rank ``r`` reads only
+slice ``r`` (:func:`vlda.distributed.shard_range`; each part must divide by ``W``). With the cache,
 a batch is a gather from a memory-mapped array (one random augmented view per sample), without
 it, images are decoded and augmented (optionally in DataLoader workers) with per-item seeds.
 """
@@ -14,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from vlda import distributed as D
 from vlda.data.dataset import BadImageLog, ImageDataset, collate
 from vlda.data.feature_cache import FeatureSet
 from vlda.engine.sampling import step_positions, step_seeds
@@ -73,13 +77,23 @@ class TrainStream:
         self.num_workers = num_workers
         self.bad_log = bad_log
         self.cached = all(s.features is not None for s in self.sources)
+        self.rank, self.world = D.rank(), D.world_size()
+        for size in self.sizes:
+            if size % self.world:
+                raise ValueError(
+                    f"a step takes {size} images from a domain, which does not divide among "
+                    f"{self.world} processes; choose a batch size whose per-domain parts are "
+                    f"multiples of {self.world}"
+                )
 
     def _draw(self, step: int) -> list[tuple[Source, np.ndarray, np.ndarray]]:
         out = []
         for i, (src, size) in enumerate(zip(self.sources, self.sizes, strict=True)):
             sid = self.stream_id * 100 + i
             pos = step_positions(len(src.pool), size, self.seed, sid, step)
-            out.append((src, src.pool[pos], step_seeds(size, self.seed, sid, step)))
+            mine = D.shard_range(size, self.rank, self.world)
+            seeds = step_seeds(size, self.seed, sid, step)[mine.start : mine.stop]
+            out.append((src, src.pool[pos[mine.start : mine.stop]], seeds))
         return out
 
     def _cached_batch(self, step: int) -> dict[str, torch.Tensor]:

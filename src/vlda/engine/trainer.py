@@ -31,6 +31,14 @@ Resuming (``resume=True``) reloads the learned tensors, the optimizer, scaler an
 state, the evaluation history, the bad-image tally and the global RNG state (dropout) from the
 checkpoint; batches and augmentations are functions of the step, so the resumed run ends with
 parameters bitwise equal to an uninterrupted one (CPU).
+
+Data-parallel (``torchrun``, :mod:`vlda.distributed`): every process runs this loop on its slice
+of each step's global batch; the strategy averages the gradients over the processes
+(``ctx.comm``), the logged per-step values are averaged too (:func:`vlda.distributed.average_floats`),
+evaluation is sharded and gathered (:class:`~vlda.engine.evaluate.Evaluator`), and only rank 0
+writes files, logs and progress bars. Checkpoints are written by rank 0 behind a barrier; they
+hold one copy of the (identical) state, so a run may be resumed with another number of processes.
+The bad-image tally is the union of every process's.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from vlda import distributed as D
 from vlda.config import EvalConfig, OptimConfig, RstConfig, ScheduleConfig, TrainConfig
 from vlda.data.dataset import BadImageLog
 from vlda.engine.artefact import artefact_stats, expand_state, sparse_state
@@ -141,6 +150,7 @@ class Trainer:
         self.device = resolve_device(train.device)
         self.history: list[dict[str, Any]] = []
         self._resumed_rng: dict[str, Any] | None = None
+        self._bad_base: dict[str, Any] = BadImageLog().state_dict()  # the tally restored on resume
         self.autocast = autocast_for(train.amp, self.device)
         evaluator.device, evaluator.autocast = self.device, self.autocast
 
@@ -155,7 +165,8 @@ class Trainer:
         if save != "none":
             packed = pack_outputs(outputs, getattr(torch, self.eval_cfg.outputs_dtype), save == "features")
             rec["outputs"] = f"outputs/step_{step:07d}.pt"
-            save_atomic(packed, self.out / rec["outputs"])
+            if D.is_main():
+                save_atomic(packed, self.out / rec["outputs"])
         return rec
 
     def _prepare_zeroshot(self) -> None:
@@ -166,7 +177,7 @@ class Trainer:
         if not saving and not any(ZEROSHOT in v.needs for v in self.validators):
             return
         ref = self.evaluator.prepare_zeroshot()
-        if ref is not None and saving:
+        if ref is not None and saving and D.is_main():
             dtype = getattr(torch, self.eval_cfg.outputs_dtype)
             save_atomic(ref.to_dict(dtype), self.out / ZEROSHOT_FILE)
 
@@ -198,6 +209,7 @@ class Trainer:
             stepper.load_state_dict(state["stepper"])
         self.history = json.loads(state["history"])
         self.bad_log.load_state_dict(state.get("bad_images", {}))
+        self._bad_base = self.bad_log.state_dict()
         self._resumed_rng = state.get("rng")
         log.info("resumed %s at step %d", self.out, int(state["step"]))
         return int(state["step"])
@@ -211,16 +223,19 @@ class Trainer:
         if self.rst_cfg is not None and stepper is not None:  # θ0: the pretrained weights, before any restore
             self.rst = ResidualSparseTraining(method, self.rst_cfg.threshold)
         start = self._restore(stepper, resume)
-        self._rewrite_metrics()
-        write_text_atomic(json.dumps(self.config, indent=2, default=str), self.out / "config.json")
-        writer = self._tensorboard()
+        D.barrier()  # every process has read the checkpoint before rank 0 rewrites the directory
+        writer = None
+        if D.is_main():
+            self._rewrite_metrics()
+            write_text_atomic(json.dumps(self.config, indent=2, default=str), self.out / "config.json")
+            writer = self._tensorboard()
         total = self.total_steps
         self._checkpointing = stepper is not None and total > 0
         if stepper is None or not self._checkpointing:
             if not self.history:
                 self._record(0, {}, {}, 0.0, writer)
             return self._finish(writer)
-        bar = tqdm(total=total, initial=start, disable=not self.cfg.progress, desc=method.name,
+        bar = tqdm(total=total, initial=start, disable=not (self.cfg.progress and D.is_main()), desc=method.name,
                    unit="step", dynamic_ncols=True)
         sums: dict[str, float] = {}
         n_since, t0 = 0, time.perf_counter()
@@ -269,23 +284,42 @@ class Trainer:
         if self.rst is not None:
             self.rst.project()
         diag.update(objectives.metrics)
+        diag = D.average_floats(diag)  # each rank's values are its slice's: the global batch's mean
         if not math.isfinite(diag.get("loss/total", 0.0)):
             raise FloatingPointError(f"non-finite loss at step {step}: {diag}")
         return lr, diag
 
     def _checkpoint(self, step: int, stepper: Stepper) -> None:
-        weights = weights_name(step)  # written by _save_weights at this step's evaluation
-        state = {
-            "step": step,
-            "weights": weights,
-            "stepper": stepper.state_dict(),
-            "history": json.dumps(self.history),
-            "bad_images": self.bad_log.state_dict(),
-            "rng": rng_state(),
-        }
-        save_atomic(state, self.out / CHECKPOINT)
-        remove_stale_weights(self.out, keep=weights)
+        bad = self._bad_images()
+        if D.is_main():
+            weights = weights_name(step)  # written by _save_weights at this step's evaluation
+            state = {
+                "step": step,
+                "weights": weights,
+                "stepper": stepper.state_dict(),
+                "history": json.dumps(self.history),
+                "bad_images": bad,
+                "rng": rng_state(),
+            }
+            save_atomic(state, self.out / CHECKPOINT)
+            remove_stale_weights(self.out, keep=weights)
+        D.barrier()  # no process goes on before the checkpoint of this step is on disk
         self._weights_at = None  # do not hold a copy of the weights until the next evaluation
+
+    def _bad_images(self) -> dict[str, Any]:
+        """The bad-image tally of the whole run: the restored one plus what every process met
+        since (each saw its own slices and shards)."""
+        states = D.gather_objects(self.bad_log.state_dict())
+        if len(states) == 1:
+            return states[0]
+        base = self._bad_base
+        paths = dict(base["paths"])
+        skipped = base["skipped"]
+        for st in states:
+            skipped += st["skipped"] - base["skipped"]
+            for p, c in st["paths"].items():
+                paths[p] = paths.get(p, 0) + c - base["paths"].get(p, 0)
+        return {"paths": paths, "skipped": skipped}
 
     def _record(
         self, step: int, train_means: dict[str, float], extra: dict[str, float], elapsed: float, writer: Any
@@ -294,6 +328,13 @@ class Trainer:
         rec.update({f"train/{k}": v for k, v in train_means.items()})
         rec["time_s"] = round(elapsed, 3)
         self.history.append(rec)
+        if D.is_main():
+            self._write_record(step, rec, writer)
+        if self.on_eval is not None:
+            self.on_eval(rec)
+
+    def _write_record(self, step: int, rec: dict[str, Any], writer: Any) -> None:
+        """The record's line in ``metrics.jsonl``, the weights it calls for, TensorBoard, the log."""
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
         self._save_weights(step, rec)
@@ -301,8 +342,6 @@ class Trainer:
             for k, v in rec.items():
                 if isinstance(v, float):
                     writer.add_scalar(k, v, step)
-        if self.on_eval is not None:
-            self.on_eval(rec)
         if not self.cfg.progress:
             log.info("step %d: %s", step, {k: round(v, 4) for k, v in rec.items() if isinstance(v, float)})
 
@@ -364,6 +403,7 @@ class Trainer:
     def _finish(self, writer: Any) -> dict[str, Any]:
         if writer is not None:
             writer.close()
+        bad = self._bad_images()
         validators = [v.name for v in self.validators] or ["source_val_acc"]
         summary = {
             "config": self.config,
@@ -373,8 +413,10 @@ class Trainer:
             "results": summarize(self.history, validators),
             # run means of the strategy's per-step diagnostics (cosine, conflict rate, norms)
             "gradients": {"strategy": self.strategy.name, **summarize_diagnostics(self.history)},
-            "bad_images": self.bad_log.count,
+            "bad_images": len(bad["paths"]),
         }
+        if not D.is_main():
+            return summary
         if self.rst is not None:
             summary["rst"] = self._rst_summary()
         write_text_atomic(json.dumps(summary, indent=2, default=str), self.out / "summary.json")

@@ -66,6 +66,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from vlda import distributed as D
 from vlda.config.search import Distribution, LogUniform
 from vlda.data.encoder import ImageEncoder
 from vlda.methods.base import Method, Task
@@ -263,6 +264,10 @@ def entropy_term(probs: Tensor, kind: str = "code") -> Tensor:
     """AD-CLIP's target entropy of ``probs [B, C]`` (see the module docstring): ``code`` —
     L2-normalise each class column over the batch first (official ``entropy_loss``); ``paper`` —
     the plain per-sample entropy. Both ``mean_i −Σ_k q_ik log(q_ik + 1e-8)``."""
-    q = F.normalize(probs, dim=0) if kind == "code" else probs
+    q = probs
+    if kind == "code" and D.initialised():  # column norms of the global batch (vlda.distributed)
+        q = probs / D.all_sum_grad(probs.pow(2).sum(dim=0, keepdim=True)).sqrt().clamp_min(1e-12)
+    elif kind == "code":
+        q = F.normalize(probs, dim=0)
     return -(q * torch.log(q + 1e-8)).sum(dim=1).mean()
 

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from vlda import distributed as D
+
 
 class _GradientReverse(torch.autograd.Function):
     @staticmethod
@@ -152,9 +154,9 @@ def conditional_adversarial_loss(
     bce = F.binary_cross_entropy_with_logits(d, labels, reduction="none")
     if entropy_conditioning:
         w = 1.0 + torch.exp(-entropy(g))
-        if normalize == "domain":
-            w = torch.cat([w[:n_s] / w[:n_s].sum(), w[n_s:] / w[n_s:].sum()])
-        loss = (w * bce).sum() / w.sum()
+        if normalize == "domain":  # global sums (every rank's slice): see vlda.distributed
+            w = torch.cat([w[:n_s] / D.all_sum(w[:n_s].sum()), w[n_s:] / D.all_sum(w[n_s:].sum())])
+        loss = D.global_batch_factor() * (w * bce).sum() / D.all_sum(w.sum())
     elif normalize == "domain":
         loss = 0.5 * (bce[:n_s].mean() + bce[n_s:].mean())
     else:

@@ -28,6 +28,7 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 from torch import Tensor, nn
 
+from vlda import distributed as D
 from vlda.config import validation_message
 from vlda.config.search import Distribution
 from vlda.data.encoder import ImageEncoder
@@ -279,6 +280,11 @@ def load_buffer_state(own: Mapping[str, Tensor], state: Mapping[str, Tensor], me
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """``sum(mask * values) / sum(mask)``, and exactly 0 (still differentiable) when the mask is
     empty. The official DAPL/PGA code divides by ``mask.sum()`` and gets NaN in that case, which
-    under AMP silently skips the step."""
+    under AMP silently skips the step.
+
+    In a data-parallel run of ``W`` processes the count is the global batch's
+    (``sum(mask)`` summed over the ranks, divided by ``W``), so that the engine's average over the
+    ranks is the masked mean of the global batch, as one process computes it."""
     mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+    count = D.all_sum(mask.sum()).clamp_min(1.0) / D.world_size()
+    return (values * mask).sum() / count

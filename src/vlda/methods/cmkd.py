@@ -58,6 +58,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from vlda import distributed as D
 from vlda.data.transforms import (
     JitterRandAugmentTransform,
     PairTransform,
@@ -102,9 +103,13 @@ def gini_impurity(probs: Tensor, weights: Tensor | float = 1.0) -> Tensor:
     Args:
         probs: ``[B, C]`` probabilities (rows sum to 1).
         weights: ``[B]`` per-sample weights, or one number.
+
+    In a data-parallel run of ``W`` processes, the column sums are the global batch's and the
+    sum over this rank's rows is multiplied by ``W``, so that the engine's average over the
+    ranks is the impurity of the global batch, as one process computes it.
     """
-    col = probs.sum(dim=0, keepdim=True).detach().clamp_min(torch.finfo(probs.dtype).tiny)
-    return (weights * (1.0 - (probs.pow(2) / col).sum(dim=-1))).sum()
+    col = D.all_sum(probs.sum(dim=0, keepdim=True)).clamp_min(torch.finfo(probs.dtype).tiny)
+    return D.global_batch_factor() * (weights * (1.0 - (probs.pow(2) / col).sum(dim=-1))).sum()
 
 
 def kl_alpha(head_logits: Tensor, clip_logits: Tensor, direction: str = "code") -> Tensor:

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from vlda import distributed as D
 from vlda.config.search import Distribution, LogUniform, Uniform
 from vlda.methods.adversarial import entropy
 from vlda.methods.classic_base import ClassifierMethod, ClassifierParams
@@ -35,8 +36,9 @@ def mcc_loss(logits: Tensor, temperature: float = 2.5) -> Tensor:
     b, c = logits.shape
     p = torch.softmax(logits.float() / temperature, dim=1)
     w = 1.0 + torch.exp(-entropy(p).detach())
-    w = (b * w / w.sum()).unsqueeze(1)
-    confusion = (p * w).t() @ p
+    # data-parallel: the weights and the confusion matrix are the global batch's (vlda.distributed)
+    w = (b * D.world_size() * w / D.all_sum(w.sum())).unsqueeze(1)
+    confusion = D.all_sum_grad((p * w).t() @ p)
     confusion = confusion / confusion.sum(dim=1, keepdim=True)
     return (confusion.sum() - confusion.trace()) / c
 

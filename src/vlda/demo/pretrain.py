@@ -109,9 +109,9 @@ TEMPLATES = (
 class PretrainRecipe:
     """Everything that determines the pretrained model (with the seed)."""
 
-    steps: int = 500
-    batch_size: int = 256
-    lr: float = 1e-3
+    steps: int = 600
+    batch_size: int = 128
+    lr: float = 2e-3
     weight_decay: float = 0.1
     warmup_steps: int = 50
     p_handdrawn: float = 0.5

@@ -16,10 +16,18 @@ import torch
 
 import vlda  # noqa: F401  (torchvision shim before open_clip)
 from vlda.data.benchmarks import get_benchmark
+from vlda.demo import measure
 from vlda.demo.digits import build_demo_data
 from vlda.demo.measure import DOMAIN_TEMPLATE, WORLD_CHECKS, world_checks
 from vlda.demo.pretrain import PretrainRecipe, build_pool, make_caption, pretrain_demo_clip
 from vlda.demo.render import SOURCE_FONTS, StyleConfig, font_dir, render_glyph, style_batch
+
+
+@pytest.fixture(autouse=True)
+def _short_prompt_ceiling(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny builds measure the prompt ceiling with a few steps (slow tests: the real number)."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setattr(measure, "CEILING_STEPS", 3)
 
 
 def test_pool_never_holds_the_source_fonts() -> None:
@@ -93,18 +101,17 @@ def small_recipe(**over: object) -> PretrainRecipe:
 
 
 @pytest.mark.slow
-def test_small_world_is_style_aware_and_unsaturated(tmp_path: Path) -> None:
-    """A short build on a small pool: the domain words move the class embeddings, the text shift
-    points along the image shift, and zero-shot does not solve the source; the demo-v2 recipe
-    (same-digit captions as half-positives, source fonts in the pool) does not show the first."""
+def test_small_world_is_style_aware(tmp_path: Path) -> None:
+    """A short build on a small pool: the domain words move the class embeddings; the demo-v2
+    recipe (same-digit captions as half-positives, source fonts in the pool) does not."""
     data = build_demo_data(tmp_path / "data", per_class=20, target_limit=400)
     new = json.loads((pretrain_demo_clip(tmp_path / "new", progress=False, recipe=small_recipe(),
                                          data_root=data) / "meta.json").read_text())["quality"]
     tgt_word = get_benchmark("demo_digits").domain_prompt_names["handwritten"]
     assert DOMAIN_TEMPLATE.format("x", domain=tgt_word)
     assert new["template_cosine"][tgt_word] < 0.95
-    assert new["text_image_shift_cos"] > 0.1
-    assert new["zero_shot_source"] < 0.97
+    # Not asserted: an unsaturated source and an aligned shift, which the full demo-v3 build
+    # does not have yet (docs/demo.md, c3); a small build showing them would guard nothing.
     old = json.loads((pretrain_demo_clip(
         tmp_path / "old", progress=False, data_root=data,
         recipe=small_recipe(class_positive_weight=0.5, exclude_source_fonts=False,

@@ -132,6 +132,8 @@ def test_select_methods_groups_and_order() -> None:
     assert clip == list(METHODS) and classic == ["source_only"]
     assert select_methods(["classic"]) == ([], list(CLASSIC_METHODS))
     assert select_methods(["all"]) == (list(METHODS), list(CLASSIC_METHODS))
+    # the default: every CLIP row, the classic rows but the two GH ones (twice DANN's cost)
+    assert select_methods(None) == (list(METHODS), ["source_only", "dann", "cdan", "mcc", "fixmatch"])
 
 
 @pytest.mark.parametrize("option", [["--seeds", "0"], ["--workers", "0"], ["--threads", "0"],

@@ -10,7 +10,7 @@ Several single-threaded worker processes beat one process with several threads h
 demo's models are small (a 64-wide text transformer, EfficientNet-Lite0 at 64 px), so each
 operation is too short to split across threads, and on a busy machine a thread that waits for
 a core stalls its siblings at every operation (measured: CoOp, 100 steps on 2 shared cores,
-5 s with one thread, 62-97 s with two).
+5 s of training with one thread, 62-97 s with two).
 """
 
 from __future__ import annotations

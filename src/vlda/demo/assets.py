@@ -8,12 +8,12 @@ stale assets are never reused.
 
 Layout::
 
-    demo-v1/
+    demo-v3/
       digits/rendered/<0..9>/*.png       source domain (fonts matplotlib ships)
       digits/handwritten/<0..9>/*.png    target domain (scikit-learn's handwritten digits)
       clip/open_clip_config.json         {"model_cfg": ..., "preprocess_cfg": ...}
       clip/weights.pt                    open_clip CLIP state dict (weights_only loadable)
-      clip/meta.json                     seed, recipe, build time, quality numbers
+      clip/meta.json                     seed, recipe, build time, quality numbers, checks
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from vlda.files import default_cache_dir
 __all__ = ["DEMO_VERSION", "DemoAssets", "default_cache_dir", "ensure_demo_assets"]
 
 # Bump when the data or the pretraining recipe changes: old caches are then rebuilt.
-DEMO_VERSION = "demo-v2"
+DEMO_VERSION = "demo-v3"
 DEMO_SEED = 0
 # What ensure_demo_assets builds (tests swap these for tiny versions).
 DATA_KWARGS: dict = {"per_class": 200}

@@ -1,4 +1,4 @@
-"""How good is the demo's stand-in CLIP? Zero-shot accuracy, confidence, linear probe.
+"""How good is the demo's stand-in CLIP? Zero-shot accuracy, confidence, probe, style-awareness.
 
 ``python -m vlda.demo.quality [--model-dir DIR] [--data-root DIR]`` prints the table (defaults:
 the cached demo assets, built if missing). What is measured, and how, is in
@@ -67,6 +67,20 @@ def format_report(q: dict) -> str:
     ]
     if q.get("probe_target") is not None:
         lines.append(f"  linear probe on frozen target features (5-fold) {pct(q['probe_target'])}")
+    if q.get("pl_student_target") is not None:
+        lines.append(f"  logistic regression on the pseudo-labels >= 0.5 {pct(q['pl_student_target'])}")
+    if q.get("target_wrong_confident_share") is not None:
+        lines.append("  wrong target predictions with confidence >= 0.9 "
+                     f"{pct(q['target_wrong_confident_share'])}")
+    if "template_cosine" in q:
+        cos = ", ".join(f"{k} {v:.3f}" for k, v in q["template_cosine"].items())
+        lines.append(f"  template cosine (class embeddings, plain vs domain word): {cos}")
+        lines.append(f"  text shift vs image shift: cosine {q['text_image_shift_cos']:.3f} "
+                     f"(text shift norm {q['text_shift_norm']:.3f}, image shift consistency "
+                     f"{q['image_shift_consistency']:.2f})")
+    if q.get("prompt_ceiling_target") is not None:
+        lines.append("  target-label prompt ceiling (diagnostic) "
+                     f"{pct(q['prompt_ceiling_target'])}")
     lines.append("  target pseudo-labels by confidence:")
     lines.append("    tau   above   prec>=tau  prec<tau")
     for row in q["confidence"]:

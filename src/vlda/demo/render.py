@@ -278,6 +278,7 @@ class StyleConfig:
     p_lowres: float = 0.35
     lowres: tuple[int, int] = (6, 14)
     p_quantize: float = 0.5  # of low-res images: quantise to 17 grey levels
+    scan_max_res: int = 0  # quantised low-res images of at most this side are "scanned" (0: never)
     p_blur: float = 0.3
     blur: tuple[float, float] = (0.6, 1.6)
     p_invert: float = 0.3  # light ink on a dark background
@@ -391,6 +392,8 @@ def style_batch(
         up = F.interpolate(small, size=(out_size, out_size), mode="bicubic", align_corners=False)
         x[idx] = up.clamp(0, 1)
     tag(lowres, "pixelated")
+    if cfg.scan_max_res:
+        tag(lowres & quant & (res <= cfg.scan_max_res), "scanned")
     tag(lowres & (res <= 9), "low-resolution")
 
     blur = coin(cfg.p_blur)

@@ -1,0 +1,113 @@
+"""The demo world's properties: what makes the stand-in CLIP a faithful small analogue of CLIP.
+
+A change to the world's recipe (pool, captions, loss) must not silently make it uninformative
+again (issue 13): the fast tests pin the recipe's ingredients, the slow one builds a small world
+and measures it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vlda  # noqa: F401  (torchvision shim before open_clip)
+from vlda.data.benchmarks import get_benchmark
+from vlda.demo.digits import build_demo_data
+from vlda.demo.measure import DOMAIN_TEMPLATE, WORLD_CHECKS, world_checks
+from vlda.demo.pretrain import PretrainRecipe, build_pool, make_caption, pretrain_demo_clip
+from vlda.demo.render import SOURCE_FONTS, StyleConfig, font_dir, render_glyph, style_batch
+
+
+def test_pool_never_holds_the_source_fonts() -> None:
+    recipe = PretrainRecipe(strokes_per_class=1, glyph_outlines=(0,))
+    pool = build_pool(recipe)
+    inks = {pool.ink[i, 0].numpy().tobytes() for i in range(len(pool.digits))}
+    for name in SOURCE_FONTS:
+        for d in range(10):
+            assert render_glyph(d, font_dir() / name, 64).tobytes() not in inks
+    with_source = build_pool(PretrainRecipe(strokes_per_class=1, glyph_outlines=(0,),
+                                            exclude_source_fonts=False))
+    assert len(with_source.digits) == len(pool.digits) + 10 * len(SOURCE_FONTS)
+
+
+def test_scan_like_images_are_captioned_scanned() -> None:
+    ink = torch.from_numpy(np.stack([render_glyph(d, font_dir() / "cmr10.ttf") for d in
+                                     range(10)]))[:, None]
+    scan = StyleConfig(p_lowres=1.0, p_quantize=1.0, lowres=(8, 8), scan_max_res=10)
+    _, words = style_batch(ink, torch.Generator().manual_seed(0), scan)
+    assert all("scanned" in w and "pixelated" in w for w in words)
+    for cfg in (StyleConfig(p_lowres=1.0, p_quantize=1.0, lowres=(12, 12), scan_max_res=10),
+                StyleConfig(p_lowres=1.0, p_quantize=0.0, lowres=(8, 8), scan_max_res=10),
+                StyleConfig(p_lowres=1.0, p_quantize=1.0, lowres=(8, 8), scan_max_res=0)):
+        _, words = style_batch(ink, torch.Generator().manual_seed(0), cfg)
+        assert not any("scanned" in w for w in words)
+    # The default recipe tags them, and its captions can carry the word.
+    assert PretrainRecipe().style.scan_max_res >= 8
+    rng = np.random.default_rng(0)
+    caps = [make_caption(7, 1, ["scanned"], rng, PretrainRecipe()) for _ in range(20)]
+    assert any("scanned" in c for c in caps)
+
+
+def test_target_prompt_word_is_a_pool_caption_word() -> None:
+    """The target's prompt word describes what separates it, in the pool's own words."""
+    words = get_benchmark("demo_digits").domain_prompt_names
+    assert "scanned" in words["handwritten"].split()
+    assert words["rendered"] != words["handwritten"]
+
+
+def test_world_checks_flag_a_domain_blind_saturated_world() -> None:
+    """demo-v2's measured figures (docs/demo.md, demo-standin.md) fail the checks."""
+    v2 = {"zero_shot_source": 1.0, "zero_shot_target": 0.790,
+          "template_cosine": {"rendered": 0.9986, "handwritten": 0.9986,
+                              "source_vs_target": 0.9999},
+          "text_image_shift_cos": -0.21, "target_wrong_confident_share": 0.22,
+          "probe_target": 0.952}
+    got = world_checks(v2)
+    assert set(got) == set(WORLD_CHECKS)
+    assert not got["source_unsaturated"] and not got["style_aware_text"]
+    assert not got["shift_aligned"] and not got["errors_not_confident"]
+    assert got["target_below_source"] and got["features_separate"]
+    good = {**v2, "zero_shot_source": 0.8, "zero_shot_target": 0.65,
+            "template_cosine": {"a": 0.8, "b": 0.7, "source_vs_target": 0.6},
+            "text_image_shift_cos": 0.5, "target_wrong_confident_share": 0.05}
+    assert all(world_checks(good).values())
+
+
+SMALL_MODEL = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                 "layers": 2},
+}
+
+
+def small_recipe(**over: object) -> PretrainRecipe:
+    kw: dict = {"steps": 150, "batch_size": 64, "warmup_steps": 15, "strokes_per_class": 20,
+                "glyph_outlines": (0,), "model_cfg": json.loads(json.dumps(SMALL_MODEL))}
+    kw.update(over)
+    return PretrainRecipe(**kw)
+
+
+@pytest.mark.slow
+def test_small_world_is_style_aware_and_unsaturated(tmp_path: Path) -> None:
+    """A short build on a small pool: the domain words move the class embeddings, the text shift
+    points along the image shift, and zero-shot does not solve the source; the demo-v2 recipe
+    (same-digit captions as half-positives, source fonts in the pool) does not show the first."""
+    data = build_demo_data(tmp_path / "data", per_class=20, target_limit=400)
+    new = json.loads((pretrain_demo_clip(tmp_path / "new", progress=False, recipe=small_recipe(),
+                                         data_root=data) / "meta.json").read_text())["quality"]
+    tgt_word = get_benchmark("demo_digits").domain_prompt_names["handwritten"]
+    assert DOMAIN_TEMPLATE.format("x", domain=tgt_word)
+    assert new["template_cosine"][tgt_word] < 0.95
+    assert new["text_image_shift_cos"] > 0.1
+    assert new["zero_shot_source"] < 0.97
+    old = json.loads((pretrain_demo_clip(
+        tmp_path / "old", progress=False, data_root=data,
+        recipe=small_recipe(class_positive_weight=0.5, exclude_source_fonts=False,
+                            p_style_word=0.6, style=StyleConfig()),
+    ) / "meta.json").read_text())["quality"]
+    assert old["template_cosine"][tgt_word] > new["template_cosine"][tgt_word] + 0.02

@@ -144,3 +144,22 @@ def test_demo_bad_options_exit_2(tmp_path: Path, option: list[str], capsys: pyte
     err = capsys.readouterr().err
     assert err.startswith("vlda demo: error:") and "Traceback" not in err
     assert not (tmp_path / "c").exists()  # refused before anything was built
+
+
+def test_the_world_is_built_with_the_runs_thread_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from vlda.demo.run import run_demo
+
+    seen: list[int] = []
+
+    def fake_build(cache_dir: Path, progress: bool = True) -> None:
+        seen.append(torch.get_num_threads())
+        raise FileNotFoundError("stop here")
+
+    monkeypatch.setattr(demo_assets, "ensure_demo_assets", fake_build)
+    before = torch.get_num_threads()
+    for threads in (1, 2):
+        with pytest.raises(FileNotFoundError, match="stop here"):
+            run_demo(tmp_path / "demo", cache_dir=tmp_path / "c", methods=["zeroshot"], threads=threads)
+    assert seen == [1, 2] and torch.get_num_threads() == before  # restored afterwards

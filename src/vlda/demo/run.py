@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlda.demo.jobs import Job, Runner, cpu_count
+from vlda.demo.jobs import Job, Runner, cpu_count, torch_threads
 from vlda.demo.tables import aggregate, format_table, format_times, format_validators
 from vlda.engine.checkpoint import write_text_atomic
 
@@ -278,7 +278,8 @@ def run_demo(out: Path, cache_dir: Path | None = None, steps: int | None = None,
         methods: rows, or ``all`` / ``clip`` / ``classic`` (default :data:`DEFAULT_METHODS`).
         seeds: runs per row, seeds ``1..seeds``; rows without training run once.
         workers: worker processes (default: the cores this process may use, at most 8).
-        threads: torch threads of each run; results are deterministic for a given value.
+        threads: torch threads of the world's build and of each run; results are deterministic
+            for a given value.
     """
     from vlda.demo.assets import ensure_demo_assets
     from vlda.files import default_cache_dir
@@ -290,7 +291,8 @@ def run_demo(out: Path, cache_dir: Path | None = None, steps: int | None = None,
     cache_dir = cache_dir or default_cache_dir()
     clip, classic = select_methods(methods)
     t0 = time.perf_counter()
-    assets = ensure_demo_assets(cache_dir, progress=progress)
+    with torch_threads(threads):  # the world's build computes with the runs' thread count too
+        assets = ensure_demo_assets(cache_dir, progress=progress)
     log.info("demo assets ready in %.0f s: %s", time.perf_counter() - t0, assets)
     classic = classic if _classic_available(classic) else []
     seed_list = list(range(1, seeds + 1))

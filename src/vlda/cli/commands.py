@@ -242,10 +242,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from vlda.demo.run import run_demo
+    from vlda.demo.run import DEFAULT_SEEDS, run_demo
 
     run_demo(
         out=Path(args.out), cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         steps=args.steps, methods=args.methods, progress=not args.quiet,
+        seeds=DEFAULT_SEEDS if args.seeds is None else args.seeds, workers=args.workers, threads=args.threads,
     )
     return 0

@@ -100,7 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="where to write the runs and summary.json")
     p.add_argument("--cache-dir", help="where the demo data and model live (default: ~/.cache/vlda)")
     p.add_argument("--steps", type=int, default=None, help="training steps per method (default: config)")
-    p.add_argument("--methods", nargs="*", help="subset of methods to run")
+    p.add_argument("--methods", nargs="*",
+                   help="rows to run: method names, or all, clip, classic (default: see docs/demo.md)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="seeds per row (1..N); tables show mean ± std over them (default: 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs at once, each in its own process (default: the number of cores, at most 8)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of the world build and of each run (default 1; results are deterministic for a given value)")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=commands.cmd_demo)
 

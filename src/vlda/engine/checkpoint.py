@@ -34,7 +34,8 @@ __all__ = [
 ]
 
 CHECKPOINT = "checkpoint.pt"
-WEIGHTS_PATTERN = "checkpoint.weights-*.pt"
+_WEIGHTS_NAME = "checkpoint.weights-{}.pt"
+WEIGHTS_PATTERN = _WEIGHTS_NAME.format("*")
 
 
 RUN_WEIGHTS_ADVICE = "check the path, or use another of the run's weights files (selected.pt, last.pt)"
@@ -58,7 +59,7 @@ def resume_advice(out: Path) -> str:
 
 def weights_name(step: int) -> str:
     """The file name of the checkpoint's weights at ``step``."""
-    return f"checkpoint.weights-{step}.pt"
+    return _WEIGHTS_NAME.format(step)
 
 
 def load_checkpoint(out: Path, advice: str | None = None) -> dict[str, Any]:
@@ -78,9 +79,10 @@ def load_checkpoint(out: Path, advice: str | None = None) -> dict[str, Any]:
     return state
 
 
-def remove_stale_weights(out: Path, keep: str) -> None:
-    """Delete the checkpoint weights files of ``out`` other than ``keep`` (a name). Names that
-    ``selected.pt`` or ``last.pt`` share with them stay: a hard link is its own name."""
+def remove_stale_weights(out: Path, keep: str | None = None) -> None:
+    """Delete the checkpoint weights files of ``out`` other than ``keep`` (a name; ``None``:
+    every one). Names that ``selected.pt`` or ``last.pt`` share with them stay: a hard link is
+    its own name."""
     for path in Path(out).glob(WEIGHTS_PATTERN):
         if path.name != keep:
             path.unlink(missing_ok=True)

@@ -27,10 +27,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from vlda.engine.checkpoint import WEIGHTS_PATTERN
+from vlda.engine.checkpoint import CHECKPOINT, remove_stale_weights
 from vlda.files import remove_partial_writes
 
-RUN_FILES = ("config.json", "checkpoint.pt", "metrics.jsonl", "summary.json", "last.pt", "selected.pt")
+RUN_FILES = ("config.json", CHECKPOINT, "metrics.jsonl", "summary.json", "last.pt", "selected.pt")
 RUN_DIRS = ("outputs", "tensorboard")
 LOCK = "run.lock"
 CHANGES = "resume_changes.jsonl"
@@ -62,8 +62,7 @@ def clear_run_dir(out: Path) -> None:
     out = Path(out)
     for name in (*RUN_FILES, "task.json"):
         (out / name).unlink(missing_ok=True)
-    for path in out.glob(WEIGHTS_PATTERN):
-        path.unlink()
+    remove_stale_weights(out)
     for name in RUN_DIRS:
         shutil.rmtree(out / name, ignore_errors=True)
 
@@ -182,7 +181,7 @@ class DiskFullError(OSError, ValueError):
 def disk_full_error(out: Path, err: OSError) -> DiskFullError:
     """The one-sentence error for a run in ``out`` that could not write ``err.filename``."""
     what = err.filename or f"a file in {out}"
-    ckpt = Path(out) / "checkpoint.pt"
+    ckpt = Path(out) / CHECKPOINT
     if ckpt.is_file():
         then = (
             f"the last checkpoint {ckpt} is intact (checkpoints are replaced atomically): free "

@@ -193,7 +193,7 @@ class Trainer:
         return Stepper(self.strategy, params, optimizer, scaler, self.optim_cfg.clip_grad_norm)
 
     def _restore(self, stepper: Stepper | None, resume: bool) -> int:
-        ckpt_path = self.out / "checkpoint.pt"
+        ckpt_path = self.out / CHECKPOINT
         if not ckpt_path.is_file():
             return 0
         if not resume:

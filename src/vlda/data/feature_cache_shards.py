@@ -48,7 +48,9 @@ def build_or_load_features_sharded(
 
         def share(*args: Any) -> tuple[int, list[str], int]:
             built.append(True)
-            D.broadcast_object(str(args[-1]))  # the build directory, to the other processes
+            # the build's arguments after (backbone, samples), the build directory last, exactly
+            # as build_or_load_features passed them, to the other processes
+            D.broadcast_object(args[2:])
             return _encode_share(*args)
 
         fs = build_or_load_features(backbone, samples, builder=share, **kwargs)
@@ -56,11 +58,9 @@ def build_or_load_features_sharded(
             D.broadcast_object(None)  # found in the cache: nothing to encode
         D.barrier()  # the set is in place before the other processes load it
         return fs
-    tmp = D.broadcast_object(None)
-    if tmp is not None:
-        _encode_share(backbone, samples, kwargs["eval_transform"], kwargs.get("train_transform"),
-                      kwargs["n_views"], kwargs.get("seed", 0), kwargs.get("batch_size", 64),
-                      kwargs.get("num_workers", 0), False, kwargs.get("strict", False), Path(tmp))
+    rest = D.broadcast_object(None)
+    if rest is not None:
+        _encode_share(backbone, samples, *rest)
     D.barrier()
     return build_or_load_features(backbone, samples, **kwargs)
 

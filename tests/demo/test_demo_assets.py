@@ -106,6 +106,22 @@ def test_domains_in_memory() -> None:
     assert t.mean() > 128 and t[:, 0, 0].mean() > 200
 
 
+def test_scanned_source_is_an_8x8_scan_of_17_grey_levels() -> None:
+    from PIL import Image
+
+    x, y = rendered_digits(per_class=2, seed=0)
+    s, sy = rendered_digits(per_class=2, seed=0, scan=8)
+    assert np.array_equal(sy, y) and s.shape == x.shape and s.dtype == np.uint8
+    assert (x[..., 0] == x[..., 2]).all() and (s[..., 0] == s[..., 2]).all()  # grey
+    # Computed directly: 4x4 block means, 17 grey levels, then the target's bicubic upsampling.
+    blocks = x[..., 0].astype(float).reshape(len(x), 8, 4, 8, 4).mean((2, 4))
+    levels = (np.round(np.round(blocks) * 16 / 255) * 255 / 16).round().astype(np.uint8)
+    want = np.stack([np.asarray(Image.fromarray(g).resize((32, 32), Image.Resampling.BICUBIC))
+                     for g in levels])
+    assert np.abs(want.astype(int) - s[..., 0]).mean() < 0.5
+    assert np.abs(x[..., 0].astype(int) - s[..., 0]).mean() > 3  # the detail is gone
+
+
 def _tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
 

@@ -146,20 +146,23 @@ def test_demo_bad_options_exit_2(tmp_path: Path, option: list[str], capsys: pyte
     assert not (tmp_path / "c").exists()  # refused before anything was built
 
 
-def test_the_world_is_built_with_the_runs_thread_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_world_is_built_with_its_own_thread_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread count changes the world's rounding: it is the world's, not the runs'."""
     import torch
 
     from vlda.demo.run import run_demo
 
     seen: list[int] = []
 
-    def fake_build(cache_dir: Path, progress: bool = True) -> None:
+    def fake_pretrain(*args: object, **kwargs: object) -> None:
         seen.append(torch.get_num_threads())
         raise FileNotFoundError("stop here")
 
-    monkeypatch.setattr(demo_assets, "ensure_demo_assets", fake_build)
+    monkeypatch.setattr(demo_assets, "build_demo_data", lambda *a, **k: None)
+    monkeypatch.setattr(demo_assets, "pretrain_demo_clip", fake_pretrain)
     before = torch.get_num_threads()
-    for threads in (1, 2):
+    for threads in (1, 3):
         with pytest.raises(FileNotFoundError, match="stop here"):
             run_demo(tmp_path / "demo", cache_dir=tmp_path / "c", methods=["zeroshot"], threads=threads)
-    assert seen == [1, 2] and torch.get_num_threads() == before  # restored afterwards
+    assert seen == [demo_assets.BUILD_THREADS] * 2
+    assert torch.get_num_threads() == before  # restored afterwards

@@ -8,6 +8,7 @@ and measures it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,57 @@ def test_small_world_is_style_aware(tmp_path: Path) -> None:
                             p_style_word=0.6, style=StyleConfig()),
     ) / "meta.json").read_text())["quality"]
     assert old["template_cosine"][tgt_word] > new["template_cosine"][tgt_word] + 0.02
+
+
+# -- the recipe's experiment knobs (docs/demo.md, "Candidate worlds") ------------------------------
+
+
+def test_font_prefixes_leave_the_pool() -> None:
+    base = PretrainRecipe(strokes_per_class=1, glyph_outlines=(0, 4))
+    pool = build_pool(base)
+    cut = build_pool(PretrainRecipe(strokes_per_class=1, glyph_outlines=(0, 4),
+                                    exclude_font_prefixes=("DejaVu", "STIX")))
+    from vlda.demo.render import digit_fonts
+
+    gone = [f for f in digit_fonts() if f.name.startswith(("DejaVu", "STIX"))
+            and f.name not in SOURCE_FONTS]
+    assert gone and len(pool.digits) - len(cut.digits) == len(gone) * 2 * 10
+    assert int((cut.kinds == 1).sum()) == int((pool.kinds == 1).sum())  # strokes untouched
+
+
+def _caption_digit_words(digit: int, recipe: PretrainRecipe, confuse: bool, n: int = 200) -> set[str]:
+    rng = np.random.default_rng(0)
+    recipe = PretrainRecipe(**{**recipe.__dict__, "p_numeral": 0.0})
+    words: set[str] = set()
+    for _ in range(n):
+        words |= set(re.findall(r"\b(one|seven)\b", make_caption(digit, 1, [], rng, recipe, confuse)))
+    return words
+
+
+def test_caption_confusions_are_directed_and_only_when_asked() -> None:
+    recipe = PretrainRecipe(confusions=((7, 1),), p_confusion=1.0)
+    assert _caption_digit_words(7, recipe, confuse=True) == {"one"}
+    assert _caption_digit_words(7, recipe, confuse=False) == {"seven"}
+    assert _caption_digit_words(1, recipe, confuse=True) == {"one"}  # 1 is not renamed 7
+    half = _caption_digit_words(7, PretrainRecipe(confusions=((7, 1),), p_confusion=0.5), True)
+    assert half == {"one", "seven"}
+
+
+def test_confusion_steps_train_only_the_text_tower() -> None:
+    from vlda.demo.pretrain import train_clip
+
+    recipe = small_recipe(steps=2, batch_size=16, warmup_steps=1, confusions=((7, 1),),
+                          p_confusion=0.5, confusion_steps=2, logit_scale_init=20.0)
+    torch.manual_seed(0)
+    import open_clip
+
+    init = open_clip.model.CLIP(**recipe.model_cfg)
+    model = train_clip(recipe, seed=0, progress=False)
+    for (name, a), b in zip(model.visual.named_parameters(), init.visual.parameters(), strict=True):
+        assert torch.equal(a, b), name
+    moved = [not torch.equal(a, b) for a, b in zip(model.transformer.parameters(),
+                                                     init.transformer.parameters(), strict=True)]
+    assert all(moved)
+    assert abs(model.logit_scale.exp().item() - 20.0) < 0.5  # started at 20, two small steps
+    both = train_clip(small_recipe(steps=2, batch_size=16, warmup_steps=1), seed=0, progress=False)
+    assert not torch.equal(both.visual.conv1.weight, init.visual.conv1.weight)

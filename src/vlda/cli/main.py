@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="runs at once, each in its own process (default: the number of cores, at most 8)")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads of the world build and of each run (default 1; results are deterministic for a given value)")
+                   help="torch threads of each run (default 1; results are deterministic for a given value; the world is always built with 2)")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=commands.cmd_demo)
 

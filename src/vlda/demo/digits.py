@@ -40,8 +40,13 @@ SOURCE_STYLE = StyleConfig(
 )
 
 
-def rendered_digits(per_class: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The source domain: ``per_class`` renders per digit, uint8 ``[N, 32, 32, 3]`` and labels."""
+def rendered_digits(per_class: int = 200, seed: int = 0, scan: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The source domain: ``per_class`` renders per digit, uint8 ``[N, 32, 32, 3]`` and labels.
+
+    With ``scan``, each render is scanned as the target was: area-averaged to ``scan x scan``
+    pixels, quantised to 17 grey levels and upsampled bicubically back to 32 px.
+    """
     fonts = [font_dir() / name for name in SOURCE_FONTS if (font_dir() / name).is_file()]
     if not fonts:
         raise RuntimeError(f"none of the source fonts {SOURCE_FONTS} is under {font_dir()}")
@@ -54,7 +59,18 @@ def rendered_digits(per_class: int = 200, seed: int = 0) -> tuple[np.ndarray, np
     gen = torch.Generator().manual_seed(seed)
     images, _ = style_batch(ink[:, None], gen, SOURCE_STYLE, out_size=IMAGE_SIZE)
     arr = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    if scan:
+        arr = np.stack([_scan(img, scan) for img in arr])
     return arr, labels
+
+
+def _scan(img: np.ndarray, res: int) -> np.ndarray:
+    """``[32, 32, 3]`` uint8 -> the same size after an 8x8-style scan (17 grey levels)."""
+    grey = Image.fromarray(img).convert("L").resize((res, res), Image.Resampling.BOX)
+    levels = np.round(np.asarray(grey, np.float64) * 16 / 255) * 255 / 16
+    small = Image.fromarray(levels.round().clip(0, 255).astype(np.uint8))
+    big = small.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+    return np.repeat(np.asarray(big)[..., None], 3, axis=-1)
 
 
 def handwritten_digits(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:

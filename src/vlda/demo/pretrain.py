@@ -121,6 +121,14 @@ class PretrainRecipe:
     # Keep the source domain's fonts out of the pool, so that zero-shot does not solve the
     # source and its labels carry information (as on real CLIP, 72-82% on Office-Home sources).
     exclude_source_fonts: bool = True
+    # Font files whose name starts with one of these are kept out of the pool too.
+    exclude_font_prefixes: tuple[str, ...] = ()
+    # Noisy web captions: with probability p_confusion, an image of digit a is captioned with
+    # the name of digit b, for each (a, b) in confusions, in the last confusion_steps steps, in
+    # which only the text tower learns (0: all steps, both towers).
+    confusions: tuple[tuple[int, int], ...] = ()
+    p_confusion: float = 0.0
+    confusion_steps: int = 0
     p_style_word: float = 0.8
     p_kind_word: float = 0.8
     p_numeral: float = 0.2
@@ -129,6 +137,8 @@ class PretrainRecipe:
     # 0: CLIP's own loss. With > 0, same-digit captions are partial positives and the text
     # tower learns to ignore style words (demo-v2 used 0.5: template cosine 0.999).
     class_positive_weight: float = 0.0
+    # The learnable temperature's start (CLIP: 1 / 0.07; clamped at 100 as CLIP).
+    logit_scale_init: float = 1 / 0.07
     model_cfg: dict = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_MODEL_CFG)))
     # Scan-like images (quantised to 17 grey levels at <= 10 px) get the caption word "scanned",
     # the target domain's prompt word: the text direction then matches the image shift.
@@ -154,7 +164,8 @@ def build_pool(recipe: PretrainRecipe, seed: int = 0, size: int = 64) -> Pool:
     rng = np.random.default_rng([seed, 1])
     inks, digits, kinds, words = [], [], [], []
     fonts = [f for f in digit_fonts() if (recipe.fonts is None or f.name in recipe.fonts)
-             and not (recipe.exclude_source_fonts and f.name in SOURCE_FONTS)]
+             and not (recipe.exclude_source_fonts and f.name in SOURCE_FONTS)
+             and not f.name.startswith(tuple(recipe.exclude_font_prefixes) or ("\0",))]
     if not fonts:
         raise ValueError(f"none of the fonts {recipe.fonts} is available")
     for font in fonts:
@@ -181,11 +192,20 @@ def build_pool(recipe: PretrainRecipe, seed: int = 0, size: int = 64) -> Pool:
     )
 
 
+def _caption_digit(digit: int, rng: np.random.Generator, recipe: PretrainRecipe) -> int:
+    for a, b in recipe.confusions:
+        if digit == a:
+            return b if rng.random() < recipe.p_confusion else digit
+    return digit
+
+
 def make_caption(
     digit: int, kind: int, style_words: Sequence[str], rng: np.random.Generator,
-    recipe: PretrainRecipe,
+    recipe: PretrainRecipe, confuse: bool = False,
 ) -> str:
     """A random caption for an image of ``digit`` of ``kind`` with the given style words."""
+    if confuse:
+        digit = _caption_digit(digit, rng, recipe)
     w = str(digit) if rng.random() < recipe.p_numeral else DIGIT_WORDS[digit]
     chosen = [s for s in dict.fromkeys(style_words) if rng.random() < recipe.p_style_word]
     rng.shuffle(chosen)
@@ -222,10 +242,10 @@ class _Captioner:
         return ids
 
     def __call__(self, digits: Sequence[int], kinds: Sequence[int],
-                 words: Sequence[Sequence[str]]) -> tuple[Tensor, list[str]]:
+                 words: Sequence[Sequence[str]], confuse: bool = False) -> tuple[Tensor, list[str]]:
         rows, texts = [], []
         for d, k, ws in zip(digits, kinds, words, strict=True):
-            text = make_caption(int(d), int(k), ws, self.rng, self.recipe)
+            text = make_caption(int(d), int(k), ws, self.rng, self.recipe, confuse)
             ids = self._ids(text)
             if self.rng.random() < self.recipe.p_random_prefix:
                 n = int(self.rng.integers(1, self.recipe.max_prefix + 1))
@@ -293,6 +313,8 @@ def train_clip(
 
     torch.manual_seed(seed)
     model = open_clip.model.CLIP(**recipe.model_cfg)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(recipe.logit_scale_init))
     pool = build_pool(recipe, seed)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng([seed, 2])
@@ -326,7 +348,10 @@ def train_clip(
         kinds = pool.kinds[idx]
         words = [pool.words[i] + tuple(ws) for i, ws in zip(idx.tolist(), style_words,
                                                              strict=True)]
-        tokens, _ = captioner(digits.tolist(), kinds.tolist(), words)
+        confuse = bool(recipe.confusions) and (
+            recipe.confusion_steps == 0 or step >= recipe.steps - recipe.confusion_steps)
+        text_only = confuse and recipe.confusion_steps > 0
+        tokens, _ = captioner(digits.tolist(), kinds.tolist(), words, confuse)
 
         uniq, inverse = torch.unique(tokens, dim=0, return_inverse=True)
         same_text = inverse[:, None] == inverse[None, :]
@@ -341,6 +366,9 @@ def train_clip(
         loss = contrastive_loss(img_f, txt_f, model.logit_scale.exp(), positives)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if text_only:
+            for p in model.visual.parameters():
+                p.grad = None
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, max_log_scale)

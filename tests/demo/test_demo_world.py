@@ -111,8 +111,8 @@ def test_small_world_is_style_aware(tmp_path: Path) -> None:
     tgt_word = get_benchmark("demo_digits").domain_prompt_names["handwritten"]
     assert DOMAIN_TEMPLATE.format("x", domain=tgt_word)
     assert new["template_cosine"][tgt_word] < 0.95
-    # Not asserted: an unsaturated source and an aligned shift, which the full demo-v3 build
-    # does not have yet (docs/demo.md, c3); a small build showing them would guard nothing.
+    # Not asserted: an unsaturated source, which the full demo-v4 build does not have yet
+    # (docs/demo.md); the aligned shift is asserted on the full build (test_demo_model_quality).
     old = json.loads((pretrain_demo_clip(
         tmp_path / "old", progress=False, data_root=data,
         recipe=small_recipe(class_positive_weight=0.5, exclude_source_fonts=False,

@@ -7,6 +7,7 @@ and measures it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_font_prefixes_leave_the_pool() -> None:
 
 def _caption_digit_words(digit: int, recipe: PretrainRecipe, confuse: bool, n: int = 200) -> set[str]:
     rng = np.random.default_rng(0)
-    recipe = PretrainRecipe(**{**recipe.__dict__, "p_numeral": 0.0})
+    recipe = dataclasses.replace(recipe, p_numeral=0.0)
     words: set[str] = set()
     for _ in range(n):
         words |= set(re.findall(r"\b(one|seven)\b", make_caption(digit, 1, [], rng, recipe, confuse)))

@@ -68,8 +68,12 @@ def _scan(img: np.ndarray, res: int) -> np.ndarray:
     """``[32, 32, 3]`` uint8 -> the same size after an 8x8-style scan (17 grey levels)."""
     grey = Image.fromarray(img).convert("L").resize((res, res), Image.Resampling.BOX)
     levels = np.round(np.asarray(grey, np.float64) * 16 / 255) * 255 / 16
-    small = Image.fromarray(levels.round().clip(0, 255).astype(np.uint8))
-    big = small.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+    return _upsample(levels.round().clip(0, 255).astype(np.uint8))
+
+
+def _upsample(grey: np.ndarray) -> np.ndarray:
+    """A small uint8 grey image -> ``[32, 32, 3]`` uint8, bicubic (how the target was scanned)."""
+    big = Image.fromarray(grey).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
     return np.repeat(np.asarray(big)[..., None], 3, axis=-1)
 
 
@@ -83,9 +87,7 @@ def handwritten_digits(limit: int | None = None) -> tuple[np.ndarray, np.ndarray
         images, labels = images[:limit], labels[:limit]
     out = np.empty((len(images), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     for i, img in enumerate(images):
-        paper = (255 - np.round(img * 255 / 16)).clip(0, 255).astype(np.uint8)
-        big = Image.fromarray(paper).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
-        out[i] = np.asarray(big)[..., None]
+        out[i] = _upsample((255 - np.round(img * 255 / 16)).clip(0, 255).astype(np.uint8))
     return out, labels.astype(np.int64)
 
 

@@ -165,7 +165,7 @@ def build_pool(recipe: PretrainRecipe, seed: int = 0, size: int = 64) -> Pool:
     inks, digits, kinds, words = [], [], [], []
     fonts = [f for f in digit_fonts() if (recipe.fonts is None or f.name in recipe.fonts)
              and not (recipe.exclude_source_fonts and f.name in SOURCE_FONTS)
-             and not f.name.startswith(tuple(recipe.exclude_font_prefixes) or ("\0",))]
+             and not any(f.name.startswith(p) for p in recipe.exclude_font_prefixes)]
     if not fonts:
         raise ValueError(f"none of the fonts {recipe.fonts} is available")
     for font in fonts:

@@ -19,9 +19,17 @@ import torch
 import vlda  # noqa: F401  (torchvision shim before open_clip)
 from vlda.data.benchmarks import get_benchmark
 from vlda.demo import measure
+from vlda.demo.assets import BUILD_THREADS
 from vlda.demo.digits import build_demo_data
+from vlda.demo.jobs import torch_threads
 from vlda.demo.measure import DOMAIN_TEMPLATE, WORLD_CHECKS, world_checks
-from vlda.demo.pretrain import PretrainRecipe, build_pool, make_caption, pretrain_demo_clip
+from vlda.demo.pretrain import (
+    DEFAULT_MODEL_CFG,
+    PretrainRecipe,
+    build_pool,
+    make_caption,
+    pretrain_demo_clip,
+)
 from vlda.demo.render import SOURCE_FONTS, StyleConfig, font_dir, render_glyph, style_batch
 
 
@@ -105,21 +113,30 @@ def small_recipe(**over: object) -> PretrainRecipe:
 @pytest.mark.slow
 def test_small_world_is_style_aware(tmp_path: Path) -> None:
     """A short build on a small pool: the domain words move the class embeddings; the demo-v2
-    recipe (same-digit captions as half-positives, source fonts in the pool) does not."""
+    recipe (same-digit captions as half-positives, source fonts in the pool) does not.
+
+    The demo's model at 300 steps of batch 64, two threads as the demo's own build (the thread
+    count changes the float rounding, hence the world). Measured 2026-11-29: template cosine
+    0.77 (this recipe) against 0.99 (demo-v2's), ~75 s each on 2 cores. The tiny
+    ``SMALL_MODEL`` at 150 steps learnt too little to tell them apart (0.994 against 0.998).
+    """
     data = build_demo_data(tmp_path / "data", per_class=20, target_limit=400)
-    new = json.loads((pretrain_demo_clip(tmp_path / "new", progress=False, recipe=small_recipe(),
-                                         data_root=data) / "meta.json").read_text())["quality"]
+    style = {"steps": 300, "warmup_steps": 30, "model_cfg": json.loads(json.dumps(DEFAULT_MODEL_CFG))}
+
+    def quality(name: str, recipe: PretrainRecipe) -> dict:
+        with torch_threads(BUILD_THREADS):
+            meta = pretrain_demo_clip(tmp_path / name, progress=False, recipe=recipe, data_root=data)
+        return json.loads((meta / "meta.json").read_text())["quality"]
+
+    new = quality("new", small_recipe(**style))
     tgt_word = get_benchmark("demo_digits").domain_prompt_names["handwritten"]
     assert DOMAIN_TEMPLATE.format("x", domain=tgt_word)
-    assert new["template_cosine"][tgt_word] < 0.95
+    assert new["template_cosine"][tgt_word] < 0.9
     # Not asserted: an unsaturated source, which the full demo-v4 build does not have yet
     # (docs/demo.md); the aligned shift is asserted on the full build (test_demo_model_quality).
-    old = json.loads((pretrain_demo_clip(
-        tmp_path / "old", progress=False, data_root=data,
-        recipe=small_recipe(class_positive_weight=0.5, exclude_source_fonts=False,
-                            p_style_word=0.6, style=StyleConfig()),
-    ) / "meta.json").read_text())["quality"]
-    assert old["template_cosine"][tgt_word] > new["template_cosine"][tgt_word] + 0.02
+    old = quality("old", small_recipe(class_positive_weight=0.5, exclude_source_fonts=False,
+                                      p_style_word=0.6, style=StyleConfig(), **style))
+    assert old["template_cosine"][tgt_word] > new["template_cosine"][tgt_word] + 0.1
 
 
 # -- the recipe's experiment knobs (docs/demo.md, "Candidate worlds") ------------------------------

@@ -121,11 +121,13 @@ def test_small_world_is_style_aware(tmp_path: Path) -> None:
     ``SMALL_MODEL`` at 150 steps learnt too little to tell them apart (0.994 against 0.998).
     """
     data = build_demo_data(tmp_path / "data", per_class=20, target_limit=400)
-    style = {"steps": 300, "warmup_steps": 30, "model_cfg": json.loads(json.dumps(DEFAULT_MODEL_CFG))}
+    style = {"steps": 300, "warmup_steps": 30,
+             "model_cfg": json.loads(json.dumps(DEFAULT_MODEL_CFG))}
 
     def quality(name: str, recipe: PretrainRecipe) -> dict:
         with torch_threads(BUILD_THREADS):
-            meta = pretrain_demo_clip(tmp_path / name, progress=False, recipe=recipe, data_root=data)
+            meta = pretrain_demo_clip(tmp_path / name, progress=False, recipe=recipe,
+                                      data_root=data)
         return json.loads((meta / "meta.json").read_text())["quality"]
 
     new = quality("new", small_recipe(**style))
@@ -171,6 +173,18 @@ def test_caption_confusions_are_directed_and_only_when_asked() -> None:
     assert _caption_digit_words(1, recipe, confuse=True) == {"one"}  # 1 is not renamed 7
     half = _caption_digit_words(7, PretrainRecipe(confusions=((7, 1),), p_confusion=0.5), True)
     assert half == {"one", "seven"}
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("confusions", ((7, 10),)), ("confusions", ((3, 3),)), ("confusions", ((1,),)),
+    ("p_confusion", 1.5), ("p_style_word", -0.1), ("class_positive_weight", 2.0),
+    ("confusion_steps", 601), ("steps", 0), ("batch_size", 1), ("lr", 0.0),
+    ("logit_scale_init", 0.0),
+])
+def test_recipe_refuses_what_cannot_build(field: str, value: object) -> None:
+    """One sentence naming the field, not an IndexError deep in the caption sampler."""
+    with pytest.raises(ValueError, match=field if field != "steps" else "steps >= 1"):
+        PretrainRecipe(**{field: value})
 
 
 def test_confusion_steps_train_only_the_text_tower() -> None:

@@ -144,6 +144,25 @@ class PretrainRecipe:
     # the target domain's prompt word: the text direction then matches the image shift.
     style: StyleConfig = field(default_factory=lambda: StyleConfig(scan_max_res=10))
 
+    def __post_init__(self) -> None:
+        """Refuse a recipe that cannot build a world, in one sentence naming the field."""
+        for name in ("p_handdrawn", "p_confusion", "p_style_word", "p_kind_word", "p_numeral",
+                     "p_random_prefix", "class_positive_weight"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"PretrainRecipe.{name} must be in [0, 1], got {value}")
+        if self.steps < 1 or self.batch_size < 2 or self.lr <= 0 or self.logit_scale_init <= 0:
+            raise ValueError("PretrainRecipe needs steps >= 1, batch_size >= 2, lr > 0 and "
+                             f"logit_scale_init > 0, got {self.steps}, {self.batch_size}, "
+                             f"{self.lr}, {self.logit_scale_init}")
+        if not 0 <= self.confusion_steps <= self.steps:
+            raise ValueError(f"PretrainRecipe.confusion_steps must be in [0, steps={self.steps}], "
+                             f"got {self.confusion_steps}")
+        for pair in self.confusions:
+            if len(pair) != 2 or not all(0 <= d <= 9 for d in pair) or pair[0] == pair[1]:
+                raise ValueError(f"PretrainRecipe.confusions holds pairs (a, b) of two different "
+                                 f"digits 0-9, got {pair}")
+
 
 # ----------------------------------------------------------------------------------------------
 # Pool

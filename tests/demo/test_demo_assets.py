@@ -199,7 +199,7 @@ def test_quality_uses_the_library_loader_with_identical_numbers(
     monkeypatch.setattr(quality, "load_open_clip_dir", lambda d: calls.append(d) or real(d))
     q = quality.assess_demo_model(model_dir, data)
     assert calls == [model_dir]
-    probe_keys = {"probe_target", "pl_student_target"}
+    probe_keys = {"probe_target", "pl_student_target", "cluster_zero_shot_label_target"}
     assert {k: v for k, v in q.items() if k not in probe_keys} == want
 
 
@@ -243,7 +243,8 @@ def test_demo_model_quality(tmp_path: Path) -> None:
     q = meta["quality"]
     assert set(meta["checks"]) == set(WORLD_CHECKS)
     for key in ("template_cosine", "text_image_shift_cos", "target_wrong_confident_share",
-                "pl_student_target", "prompt_ceiling_target", "probe_target"):
+                "pl_student_target", "prompt_ceiling_target", "probe_target",
+                "cluster_zero_shot_label_target"):
         assert key in q
     # Measured (demo-v4, docs/demo.md): style-aware text (template cosine 0.70), target 0.690
     # below source, probe 0.886, text shift along the image shift (+0.67). Not yet: an

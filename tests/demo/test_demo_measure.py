@@ -14,6 +14,7 @@ from vlda.demo.measure import (
     DIGIT_WORDS,
     DOMAIN_TEMPLATE,
     class_centroids,
+    cluster_label_accuracy,
     confident_wrong_share,
     prompt_ceiling,
     pseudo_label_student,
@@ -129,3 +130,19 @@ def test_prompt_ceiling_without_steps_is_the_initial_prompt(model: torch.nn.Modu
     text = _text(model, "a photo of the {}.")
     want = float(((feats[~train] @ text.t()).argmax(-1) == labels[~train]).float().mean())
     assert got == pytest.approx(want)
+
+
+def test_cluster_vote_fixes_boundary_noise_not_whole_clusters() -> None:
+    """Three far-apart clusters of 20: scattered wrong predictions are outvoted inside their
+    cluster; a cluster predicted wrong as a whole stays wrong (hand count)."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) // 20
+    feats = F.one_hot(labels, 3).float() * 10 + 0.1 * torch.randn(60, 3, generator=g)
+    noisy = labels.clone()
+    noisy[:5] = 1  # 5 of cluster 0's 20 wrong
+    assert cluster_label_accuracy(feats, noisy, labels, k=3) == pytest.approx(1.0)
+    whole = noisy.clone()
+    whole[40:] = 1  # all of cluster 2 wrong, plus the 5 of cluster 0
+    assert float((whole == labels).float().mean()) == pytest.approx(35 / 60)
+    assert cluster_label_accuracy(feats, whole, labels, k=3) == pytest.approx(40 / 60)
+    assert cluster_label_accuracy(feats[5:7], whole[5:7], labels[5:7], k=20) == 1.0  # k capped

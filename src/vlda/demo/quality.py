@@ -69,6 +69,9 @@ def format_report(q: dict) -> str:
         lines.append(f"  linear probe on frozen target features (5-fold) {pct(q['probe_target'])}")
     if q.get("pl_student_target") is not None:
         lines.append(f"  logistic regression on the pseudo-labels >= 0.5 {pct(q['pl_student_target'])}")
+    if q.get("cluster_zero_shot_label_target") is not None:
+        lines.append("  20 k-means clusters, each with its majority zero-shot label "
+                     f"{pct(q['cluster_zero_shot_label_target'])}")
     if q.get("target_wrong_confident_share") is not None:
         lines.append("  wrong target predictions with confidence >= 0.9 "
                      f"{pct(q['target_wrong_confident_share'])}")

@@ -51,6 +51,7 @@ __all__ = [
     "DIGIT_WORDS",
     "CEILING_STEPS",
     "DOMAIN_TEMPLATE",
+    "CLUSTER_VOTE_K",
     "cluster_label_accuracy",
     "confident_wrong_share",
     "prompt_ceiling",
@@ -222,8 +223,12 @@ def pseudo_label_student(features: Tensor, probs: Tensor, labels: Tensor,
     return float((torch.from_numpy(clf.predict(features.numpy())) == labels).float().mean())
 
 
+# Clusters of the build's cluster vote (``cluster_zero_shot_label_target``).
+CLUSTER_VOTE_K = 20
+
+
 def cluster_label_accuracy(features: Tensor, predictions: Tensor, labels: Tensor,
-                           k: int = 20, seed: int = 0) -> float:
+                           k: int = CLUSTER_VOTE_K, seed: int = 0) -> float:
     """Accuracy when each of ``k`` k-means clusters of ``features`` ``[N, D]`` takes its majority
     ``predictions`` ``[N]`` label: what self-training with the cluster assumption can reach.
 

@@ -176,7 +176,7 @@ def test_pretrain_tiny_files_load_and_deterministic(tmp_path: Path) -> None:
     assert 0.0 <= q["zero_shot_target"] <= 1.0 and len(q["confidence"]) == 7
     assert "tau" in format_report(q)
     vote = q["cluster_zero_shot_label_target"]
-    assert f"majority zero-shot label {100 * vote:5.1f}%" in format_report(q)
+    assert f"zero-shot label (mean of 5 runs) {100 * vote:5.1f}%" in format_report(q)
 
 
 def test_quality_uses_the_library_loader_with_identical_numbers(

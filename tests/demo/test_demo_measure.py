@@ -146,3 +146,26 @@ def test_cluster_vote_fixes_boundary_noise_not_whole_clusters() -> None:
     assert float((whole == labels).float().mean()) == pytest.approx(35 / 60)
     assert cluster_label_accuracy(feats, whole, labels, k=3) == pytest.approx(40 / 60)
     assert cluster_label_accuracy(feats[5:7], whole[5:7], labels[5:7], k=20) == 1.0  # k capped
+
+
+def test_cluster_vote_is_the_mean_over_its_kmeans_runs() -> None:
+    """On unstructured features the runs' clusterings differ; the vote is their mean (each run
+    recounted by hand from sklearn's own k-means with that seed)."""
+    from sklearn.cluster import KMeans
+
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(90, 4, generator=g)
+    labels = torch.randint(0, 3, (90,), generator=g)
+    preds = torch.randint(0, 3, (90,), generator=g)
+    per_run = []
+    for seed in range(3):
+        clusters = KMeans(6, n_init=4, random_state=seed).fit_predict(feats.numpy())
+        right = 0
+        for c in set(clusters.tolist()):
+            members = [i for i in range(90) if clusters[i] == c]
+            majority = max(range(3), key=lambda v: (sum(int(preds[i]) == v for i in members), -v))
+            right += sum(int(labels[i]) == majority for i in members)
+        per_run.append(right / 90)
+    assert len(set(per_run)) > 1  # the runs really differ, so the mean is tested
+    assert cluster_label_accuracy(feats, preds, labels, k=6, runs=3) == pytest.approx(
+        sum(per_run) / 3)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from vlda.demo.assets import ensure_demo_assets
 from vlda.demo.measure import (
     CLUSTER_VOTE_K,
+    CLUSTER_VOTE_RUNS,
     DIGIT_WORDS,
     TAUS,
     ZERO_SHOT_TEMPLATE,
@@ -72,7 +73,7 @@ def format_report(q: dict) -> str:
         lines.append(f"  logistic regression on the pseudo-labels >= 0.5 {pct(q['pl_student_target'])}")
     if q.get("cluster_zero_shot_label_target") is not None:
         lines.append(f"  {CLUSTER_VOTE_K} k-means clusters, each with its majority zero-shot label "
-                     f"{pct(q['cluster_zero_shot_label_target'])}")
+                     f"(mean of {CLUSTER_VOTE_RUNS} runs) {pct(q['cluster_zero_shot_label_target'])}")
     if q.get("target_wrong_confident_share") is not None:
         lines.append("  wrong target predictions with confidence >= 0.9 "
                      f"{pct(q['target_wrong_confident_share'])}")

@@ -135,10 +135,10 @@ def test_metrics_and_protocols():
 
 def test_demo_digits():
     b = get_benchmark("demo_digits")
-    assert b.domains == ("rendered", "handwritten")
+    assert b.domains == ("inverted", "faded")
     assert b.classnames == tuple(str(i) for i in range(10))
     assert b.prompt_names[0] == "zero" and b.prompt_names[9] == "nine"
-    assert b.splits == {"rendered": ("all",), "handwritten": ("all",)}
+    assert b.splits == {"inverted": ("all",), "faded": ("all",)}
     assert b.expected_counts == {}
 
 

@@ -84,18 +84,18 @@ def test_wrong_count(tmp_path, capsys):
 
 def test_class_folder_mismatch(tmp_path):
     root = make_fake_benchmark("demo_digits", tmp_path, per_class=1)
-    (root / "handwritten" / "3").rename(root / "handwritten" / "three")
+    (root / "faded" / "3").rename(root / "faded" / "three")
     report = check_benchmark("demo_digits", root)
-    mismatch = report.per_domain["handwritten"]["class_mismatch"]
+    mismatch = report.per_domain["faded"]["class_mismatch"]
     assert list(mismatch.values()) == [{"missing": ["3"], "unknown": ["three"]}]
     assert len(report.problems) == 2
-    assert report.per_domain["rendered"]["counts"]["all"]["found"] == 10
+    assert report.per_domain["inverted"]["counts"]["all"]["found"] == 10
 
 
 def test_missing_domain_and_root(tmp_path, capsys):
-    root = make_fake_benchmark("demo_digits", tmp_path, per_class=1, domains=["rendered"])
+    root = make_fake_benchmark("demo_digits", tmp_path, per_class=1, domains=["inverted"])
     report = check_benchmark("demo_digits", root)
-    assert len(report.problems) == 1 and "handwritten" in report.problems[0]
+    assert len(report.problems) == 1 and "faded" in report.problems[0]
     report = check_benchmark("demo_digits", tmp_path / "nowhere")
     assert report.problems == [f"Root folder {tmp_path / 'nowhere'} does not exist."]
     assert _cli("data", "check", "demo_digits", "--root", str(tmp_path / "nowhere")) == 1

@@ -16,9 +16,9 @@ from vlda.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform, train_tran
 @pytest.fixture
 def demo_samples(tmp_path):
     root = make_fake_benchmark(
-        "demo_digits", tmp_path, per_class=2, image_size=12, domains=["rendered"], corrupt=2
+        "demo_digits", tmp_path, per_class=2, image_size=12, domains=["inverted"], corrupt=2
     )
-    return load_domain("demo_digits", "rendered", root).samples
+    return load_domain("demo_digits", "inverted", root).samples
 
 
 def test_getitem_and_seeding(demo_samples):

@@ -278,18 +278,18 @@ def test_unknown_domain_and_split(tmp_path):
 
 def test_empty_domain(tmp_path):
     make_fake_benchmark("demo_digits", tmp_path, per_class=1)
-    for png in (tmp_path / "handwritten").rglob("*.png"):
+    for png in (tmp_path / "faded").rglob("*.png"):
         png.unlink()
     with pytest.raises(ValueError, match="has no images"):
-        load_domain("demo_digits", "handwritten", tmp_path)
+        load_domain("demo_digits", "faded", tmp_path)
 
 
 def test_class_folder_mismatch_in_benchmark(tmp_path):
     make_fake_benchmark("demo_digits", tmp_path, per_class=1)
-    shutil.rmtree(tmp_path / "rendered" / "7")
-    (tmp_path / "rendered" / "seven").mkdir()
+    shutil.rmtree(tmp_path / "inverted" / "7")
+    (tmp_path / "inverted" / "seven").mkdir()
     with pytest.raises(ValueError, match=r"no folder for 1 class\(es\) \['7'\].*'seven'"):
-        load_domain("demo_digits", "rendered", tmp_path)
+        load_domain("demo_digits", "inverted", tmp_path)
 
 
 def test_a_benchmark_class_folder_without_images_is_a_warning(tmp_path, caplog):

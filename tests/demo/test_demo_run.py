@@ -18,7 +18,7 @@ ROW_KEYS = {"method", "target_acc_last", "target_acc_selected", "target_acc_orac
 
 @pytest.fixture
 def tiny_assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(demo_assets, "DATA_KWARGS", {"per_class": 3, "target_limit": 30})
+    monkeypatch.setattr(demo_assets, "DATA_KWARGS", {"per_class": 3, "handwritten_limit": 30})
     monkeypatch.setattr(demo_assets, "RECIPE", tiny_recipe())
     return tmp_path / "cache"
 

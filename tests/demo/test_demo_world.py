@@ -72,9 +72,11 @@ def test_scan_like_images_are_captioned_scanned() -> None:
 
 def test_target_prompt_word_is_a_pool_caption_word() -> None:
     """The target's prompt word describes what separates it, in the pool's own words."""
-    words = get_benchmark("demo_digits").domain_prompt_names
-    assert "scanned" in words["handwritten"].split()
-    assert words["rendered"] != words["handwritten"]
+    b = get_benchmark("demo_digits")
+    source, target = b.domains
+    words = b.domain_prompt_names
+    assert "scanned" in words[target].split() and "inverted" in words[source].split()
+    assert words[source] != words[target]
 
 
 def test_world_checks_flag_a_domain_blind_saturated_world() -> None:
@@ -120,7 +122,7 @@ def test_small_world_is_style_aware(tmp_path: Path) -> None:
     0.77 (this recipe) against 0.99 (demo-v2's), ~75 s each on 2 cores. The tiny
     ``SMALL_MODEL`` at 150 steps learnt too little to tell them apart (0.994 against 0.998).
     """
-    data = build_demo_data(tmp_path / "data", per_class=20, target_limit=400)
+    data = build_demo_data(tmp_path / "data", per_class=20, handwritten_limit=400)
     style = {"steps": 300, "warmup_steps": 30,
              "model_cfg": json.loads(json.dumps(DEFAULT_MODEL_CFG))}
 
@@ -131,11 +133,12 @@ def test_small_world_is_style_aware(tmp_path: Path) -> None:
         return json.loads((meta / "meta.json").read_text())["quality"]
 
     new = quality("new", small_recipe(**style))
-    tgt_word = get_benchmark("demo_digits").domain_prompt_names["handwritten"]
+    tgt_word = get_benchmark("demo_digits").domain_prompt_names["faded"]
     assert DOMAIN_TEMPLATE.format("x", domain=tgt_word)
     assert new["template_cosine"][tgt_word] < 0.9
-    # Not asserted: an unsaturated source, which the full demo-v4 build does not have yet
-    # (docs/demo.md); the aligned shift is asserted on the full build (test_demo_model_quality).
+    # Not asserted here: the source's zero-shot range and the aligned shift. 300 steps read too
+    # little for them (demo-v5's data: source 0.195, target 0.100, measured 2026-11-29); the full
+    # build asserts all six world checks (test_demo_model_quality).
     old = quality("old", small_recipe(class_positive_weight=0.5, exclude_source_fonts=False,
                                       p_style_word=0.6, style=StyleConfig(), **style))
     assert old["template_cosine"][tgt_word] > new["template_cosine"][tgt_word] + 0.1

@@ -390,7 +390,7 @@ def test_demo_classic_row_runs(tmp_path):
     from vlda.demo.run import run_classic
 
     root = tmp_path / "digits"
-    for dom in ("rendered", "handwritten"):  # a tiny stand-in for the demo digits
+    for dom in ("inverted", "faded"):  # a tiny stand-in for the demo digits
         make_small_digits(root / dom)
     rows = run_classic(root, tmp_path / "out", ["dann+ghpp"], steps=2, progress=False)
     (row,) = rows

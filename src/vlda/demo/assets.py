@@ -8,9 +8,9 @@ stale assets are never reused.
 
 Layout::
 
-    demo-v4/
-      digits/rendered/<0..9>/*.png       source domain (fonts matplotlib ships)
-      digits/handwritten/<0..9>/*.png    target domain (scikit-learn's handwritten digits)
+    demo-v5/
+      digits/inverted/<0..9>/*.png       source: inverted renders and half of scikit-learn's digits
+      digits/faded/<0..9>/*.png          target: the other half, faded (vlda.demo.digits)
       clip/open_clip_config.json         {"model_cfg": ..., "preprocess_cfg": ...}
       clip/weights.pt                    open_clip CLIP state dict (weights_only loadable)
       clip/meta.json                     seed, recipe, build time, quality numbers, checks
@@ -34,13 +34,13 @@ from vlda.files import default_cache_dir
 __all__ = ["DEMO_VERSION", "DemoAssets", "default_cache_dir", "ensure_demo_assets"]
 
 # Bump when the data or the pretraining recipe changes: old caches are then rebuilt.
-DEMO_VERSION = "demo-v4"
+DEMO_VERSION = "demo-v5"
 DEMO_SEED = 0
 # The world is built with this many torch threads whatever the machine (the thread count
 # changes the float rounding, hence the world): two, so that the build fits 5 minutes on 2 cores.
 BUILD_THREADS = 2
 # What ensure_demo_assets builds (tests swap these for tiny versions).
-DATA_KWARGS: dict = {"per_class": 200}
+DATA_KWARGS: dict = {"per_class": 100}
 RECIPE: PretrainRecipe | None = None  # None: PretrainRecipe()
 BUDGET_S = 300.0
 
@@ -50,7 +50,7 @@ class DemoAssets:
     """Where the demo's assets are.
 
     Attributes:
-        data_root: the benchmark folder, holding ``rendered/`` and ``handwritten/``.
+        data_root: the benchmark folder, holding ``inverted/`` and ``faded/``.
         model_dir: the stand-in CLIP (``open_clip_config.json``, ``weights.pt``, ``meta.json``).
     """
 

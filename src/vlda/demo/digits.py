@@ -1,13 +1,20 @@
-"""The demo benchmark on disk: rendered digits (source) and real handwritten digits (target).
+"""The demo benchmark on disk: inverted digits (source) and faded handwritten digits (target).
 
-``root/rendered/<0..9>/*.png``
-    Digits rendered with a few of the fonts matplotlib ships (DejaVu Sans, Serif, Sans Mono and
-    STIX General), dark ink on light paper, small random size / position / rotation changes.
-``root/handwritten/<0..9>/*.png``
-    All 1,797 handwritten digits of scikit-learn's ``load_digits`` (the UCI optdigits test set:
-    8x8 images, 17 grey levels, 43 writers), dark ink on white, upsampled bicubically to 32x32.
+``root/inverted/<0..9>/*.png``
+    Printed and handwritten digits, all inverted (light ink on black): ``per_class`` renders per
+    digit with a few of the fonts matplotlib ships (DejaVu Sans, Serif, Sans Mono and STIX
+    General; small random size / position / rotation changes), and a stratified half of
+    scikit-learn's ``load_digits`` (896 of the 1,797 UCI optdigits test digits: 8x8 scans, 17
+    grey levels, 43 writers), upsampled bicubically to 32x32.
+``root/faded/<0..9>/*.png``
+    The other half (901), scanned with a one-pixel paper margin around the 8x8 scan, the strokes
+    thickened (a 2x2 grey dilation at 32 px), in dark grey ink on grey paper.
 
-The shift is synthetic -> real, like VisDA and S2RDA. Class folders are named ``"0"``..``"9"``.
+Both domains share the handwriting (and its zero-shot errors) but not the style, as Office-Home's
+Real World and Clipart share objects: a prompt fitted to the source's labels alone learns its
+style (CoOp falls below zero-shot without the printed digits), while domain-specific prompts
+(DAPL, PGA) keep the style apart. How this data was chosen: ``docs/demo.md``. Class folders are
+named ``"0"``..``"9"``.
 """
 
 from __future__ import annotations
@@ -22,15 +29,24 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vlda.data.benchmarks import DEMO_DIGITS
 from vlda.demo.render import SOURCE_FONTS, StyleConfig, font_dir, render_glyph, style_batch
 from vlda.files import write_text_atomic
 
-__all__ = ["DOMAINS", "IMAGE_SIZE", "build_demo_data", "handwritten_digits", "rendered_digits"]
+__all__ = [
+    "DOMAINS", "IMAGE_SIZE", "build_demo_data", "faded_digits", "handwritten_split", "inverted_digits",
+    "rendered_digits", "scan_ink",
+]
 
 IMAGE_SIZE = 32
-DOMAINS = ("rendered", "handwritten")
+DOMAINS = DEMO_DIGITS.domains  # (source, target)
 _MANIFEST = "demo_data.json"
-_VERSION = 1
+_VERSION = 2
+# The target's scan: paper pixels around the 8x8 scan, and the grey levels of paper and ink
+# (0 black, 1 white); its strokes are thickened by a 2x2 grey dilation at 32 px.
+TARGET_PAD = 1
+TARGET_PAPER = 0.65
+TARGET_INK = 0.30
 
 # Source renders: clean, only small geometric changes; dark ink on light grey paper.
 SOURCE_STYLE = StyleConfig(
@@ -42,10 +58,11 @@ SOURCE_STYLE = StyleConfig(
 
 def rendered_digits(per_class: int = 200, seed: int = 0, scan: int | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """The source domain: ``per_class`` renders per digit, uint8 ``[N, 32, 32, 3]`` and labels.
+    """``per_class`` renders per digit in the source fonts, dark ink on light paper, uint8
+    ``[N, 32, 32, 3]`` and labels (the source inverts them: :func:`inverted_digits`).
 
-    With ``scan``, each render is scanned as the target was: area-averaged to ``scan x scan``
-    pixels, quantised to 17 grey levels and upsampled bicubically back to 32 px.
+    With ``scan``, each render is scanned as scikit-learn's digits were: area-averaged to
+    ``scan x scan`` pixels, quantised to 17 grey levels and upsampled bicubically back to 32 px.
     """
     fonts = [font_dir() / name for name in SOURCE_FONTS if (font_dir() / name).is_file()]
     if not fonts:
@@ -72,23 +89,85 @@ def _scan(img: np.ndarray, res: int) -> np.ndarray:
 
 
 def _upsample(grey: np.ndarray) -> np.ndarray:
-    """A small uint8 grey image -> ``[32, 32, 3]`` uint8, bicubic (how the target was scanned)."""
+    """A small uint8 grey image -> ``[32, 32, 3]`` uint8, bicubic (as :func:`scan_ink`)."""
     big = Image.fromarray(grey).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
     return np.repeat(np.asarray(big)[..., None], 3, axis=-1)
 
 
-def handwritten_digits(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The target domain: scikit-learn's handwritten digits, uint8 ``[N, 32, 32, 3]``, labels."""
+def handwritten_split(seed: int = 0) -> np.ndarray:
+    """Which of scikit-learn's 1,797 digits go to the source: a boolean mask, per class the
+    first half (rounded down) of a ``default_rng(seed)`` permutation of that class's indices."""
+    from sklearn.datasets import load_digits
+
+    labels = load_digits().target
+    rng = np.random.default_rng(seed)
+    source = np.zeros(len(labels), bool)
+    for c in range(10):
+        idx = np.flatnonzero(labels == c)
+        source[rng.permutation(idx)[: len(idx) // 2]] = True
+    return source
+
+
+def scan_ink(scan: np.ndarray, pad: int = 0) -> np.ndarray:
+    """An 8x8 scan (values 0..16, 16 = ink) -> ink coverage ``[32, 32]`` float in [0, 1].
+
+    The scan is written as dark ink on white (``255 - round(v * 255 / 16)``), ``pad`` white pixels
+    are added around it, and it is upsampled bicubically to 32x32; ink = 1 - grey / 255.
+    """
+    grey = (255 - np.round(scan * 255 / 16)).clip(0, 255).astype(np.uint8)
+    if pad:
+        grey = np.pad(grey, pad, constant_values=255)
+    big = Image.fromarray(grey).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+    return 1 - np.asarray(big, np.float64) / 255
+
+
+def _dilate2(ink: np.ndarray) -> np.ndarray:
+    """Grey dilation with a 2x2 window: ``out[i, j] = max(ink[i:i+2, j:j+2])``, the last row and
+    column repeated at the border (``scipy.ndimage.grey_dilation(ink, size=2)``)."""
+    p = np.pad(ink, ((0, 1), (0, 1)), mode="edge")
+    return np.maximum.reduce([p[:-1, :-1], p[1:, :-1], p[:-1, 1:], p[1:, 1:]])
+
+
+def _paint(ink: np.ndarray, paper: float, pen: float) -> np.ndarray:
+    """Ink coverage ``[32, 32]`` -> grey uint8 ``[32, 32, 3]``: ``paper * (1 - ink) + pen * ink``."""
+    grey = (np.clip(paper * (1 - ink) + pen * ink, 0, 1) * 255).round().astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def _handwritten_half(source: bool, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The 8x8 scans and labels of one half of scikit-learn's digits, in rounds of one digit per
+    class (each class in scikit-learn's order), so that the first ``limit`` are balanced."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
-    images, labels = data.images, data.target
-    if limit is not None:
-        images, labels = images[:limit], labels[:limit]
-    out = np.empty((len(images), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-    for i, img in enumerate(images):
-        out[i] = _upsample((255 - np.round(img * 255 / 16)).clip(0, 255).astype(np.uint8))
-    return out, labels.astype(np.int64)
+    mask = handwritten_split() == source
+    scans, labels = data.images[mask], data.target[mask].astype(np.int64)
+    rank = np.zeros(len(labels), np.int64)
+    for c in range(10):
+        rank[labels == c] = np.arange(int((labels == c).sum()))
+    order = np.lexsort((labels, rank))[:limit]
+    return scans[order], labels[order]
+
+
+def inverted_digits(per_class: int = 100, seed: int = 0, limit: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The source domain, uint8 ``[N, 32, 32, 3]`` and labels: ``per_class`` renders per digit
+    (:func:`rendered_digits`), then the source half of the handwritten digits (the first
+    ``limit``; ``None``: all 896), all inverted (``255 - x``)."""
+    renders, render_y = rendered_digits(per_class, seed)
+    scans, scan_y = _handwritten_half(True, limit)
+    hand = np.stack([_paint(scan_ink(s), 0.0, 1.0) for s in scans])
+    return np.concatenate([255 - renders, hand]), np.concatenate([render_y, scan_y])
+
+
+def faded_digits(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The target domain, uint8 ``[N, 32, 32, 3]`` and labels: the other half of the handwritten
+    digits (the first ``limit``; ``None``: all 901), scanned with a :data:`TARGET_PAD` margin,
+    thickened (a 2x2 grey dilation) and painted in :data:`TARGET_INK` on
+    :data:`TARGET_PAPER`."""
+    scans, labels = _handwritten_half(False, limit)
+    out = [_paint(_dilate2(scan_ink(s, TARGET_PAD)), TARGET_PAPER, TARGET_INK) for s in scans]
+    return np.stack(out), labels
 
 
 def _write_domain(dest: Path, images: np.ndarray, labels: np.ndarray) -> None:
@@ -109,13 +188,13 @@ def _write_domain(dest: Path, images: np.ndarray, labels: np.ndarray) -> None:
         raise
 
 
-def _manifest(per_class: int, target_limit: int | None, seed: int) -> dict:
+def _manifest(per_class: int, handwritten_limit: int | None, seed: int) -> dict:
     return {"version": _VERSION, "seed": seed, "per_class": per_class,
-            "target_limit": target_limit, "image_size": IMAGE_SIZE}
+            "handwritten_limit": handwritten_limit, "image_size": IMAGE_SIZE}
 
 
 def build_demo_data(
-    root: Path, seed: int = 0, per_class: int = 200, target_limit: int | None = None
+    root: Path, seed: int = 0, per_class: int = 100, handwritten_limit: int | None = None
 ) -> Path:
     """Write the demo benchmark under ``root`` (both domains) and return ``root``.
 
@@ -126,12 +205,12 @@ def build_demo_data(
     Args:
         root: the benchmark folder (created if needed).
         seed: seed of the source renders.
-        per_class: source images per class.
-        target_limit: keep only the first ``target_limit`` handwritten digits (tests); ``None``
-            keeps all 1,797.
+        per_class: source renders per class.
+        handwritten_limit: keep only the first ``handwritten_limit`` digits of each half of the
+            handwritten digits (tests); ``None`` keeps all (896 source, 901 target).
     """
     root = Path(root)
-    manifest = _manifest(per_class, target_limit, seed)
+    manifest = _manifest(per_class, handwritten_limit, seed)
     mpath = root / _MANIFEST
     if mpath.is_file():
         try:
@@ -144,9 +223,8 @@ def build_demo_data(
     root.mkdir(parents=True, exist_ok=True)
     if mpath.exists():
         mpath.unlink()
-    src, src_y = rendered_digits(per_class, seed)
-    _write_domain(root / "rendered", src, src_y)
-    tgt, tgt_y = handwritten_digits(target_limit)
-    _write_domain(root / "handwritten", tgt, tgt_y)
+    source, target = DOMAINS
+    _write_domain(root / source, *inverted_digits(per_class, seed, handwritten_limit))
+    _write_domain(root / target, *faded_digits(handwritten_limit))
     write_text_atomic(json.dumps(manifest, indent=1), mpath)
     return root

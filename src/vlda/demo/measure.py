@@ -3,7 +3,7 @@
 Measured, with the zero-shot classifier ``"a photo of the number {}."`` over the words
 ``zero``..``nine`` and CLIP's logit scale:
 
-* zero-shot accuracy on the source (``rendered``) and target (``handwritten``) domains;
+* zero-shot accuracy on the source (``inverted``) and target (``faded``) domains;
 * for each confidence threshold τ, on the target: the fraction of images whose top softmax
   probability is ≥ τ, the precision of their pseudo-labels, and the precision of the rest (what
   self-training methods such as DAPL's pseudo-labelling rely on);
@@ -300,7 +300,7 @@ def prompt_ceiling(
 @torch.no_grad()
 def assess_model(
     model: CLIP, data_root: Path, mean: Sequence[float], std: Sequence[float],
-    source: str = "rendered", target: str = "handwritten", probe: bool = True,
+    source: str = "inverted", target: str = "faded", probe: bool = True,
     domain_words: dict[str, str] | None = None, ceiling: bool = True,
 ) -> dict:
     """Quality numbers of an open_clip ``CLIP`` on the demo benchmark under ``data_root``.

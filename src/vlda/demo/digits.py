@@ -89,7 +89,7 @@ def _scan(img: np.ndarray, res: int) -> np.ndarray:
 
 
 def _upsample(grey: np.ndarray) -> np.ndarray:
-    """A small uint8 grey image -> ``[32, 32, 3]`` uint8, bicubic (as :func:`scan_ink`)."""
+    """A small uint8 grey image -> ``[32, 32, 3]`` uint8, bicubic (as scikit-learn's scans are read)."""
     big = Image.fromarray(grey).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
     return np.repeat(np.asarray(big)[..., None], 3, axis=-1)
 
@@ -117,8 +117,7 @@ def scan_ink(scan: np.ndarray, pad: int = 0) -> np.ndarray:
     grey = (255 - np.round(scan * 255 / 16)).clip(0, 255).astype(np.uint8)
     if pad:
         grey = np.pad(grey, pad, constant_values=255)
-    big = Image.fromarray(grey).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
-    return 1 - np.asarray(big, np.float64) / 255
+    return 1 - _upsample(grey)[..., 0].astype(np.float64) / 255
 
 
 def _dilate2(ink: np.ndarray) -> np.ndarray:

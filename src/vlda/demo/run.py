@@ -162,15 +162,19 @@ def _dirname(row: str) -> str:
     return row.replace("+", "_")
 
 
+def _data_section(data_root: Path) -> dict[str, Any]:
+    """The ``data`` section of every demo run: the demo benchmark's source -> target."""
+    source, target = DEMO_DIGITS.domains
+    return {"benchmark": DEMO_DIGITS.id, "root": str(data_root), "source": [source],
+            "target": target, "source_val_fraction": 0.2}
+
+
 def classic_config(row: str, data_root: Path, out: Path, steps: int | None = None,
                    progress: bool = True, seed: int = 1) -> dict[str, Any]:
     """The run config of a classic row with one seed (``OUT/classic/<row>/seed<S>``)."""
     raw: dict[str, Any] = json.loads(json.dumps(CLASSIC_BASE))
     method, gradients = CLASSIC_METHODS[row]
-    raw["data"] = {
-        "benchmark": "demo_digits", "root": str(data_root), "source": [DEMO_DIGITS.domains[0]],
-        "target": DEMO_DIGITS.domains[1], "source_val_fraction": 0.2,
-    }
+    raw["data"] = _data_section(data_root)
     raw["method"] = dict(method)
     raw["gradients"] = json.loads(json.dumps(gradients))
     _set_run(raw, steps, progress, seed, out / "classic" / _dirname(row))
@@ -181,10 +185,7 @@ def demo_config(method: str, data_root: Path, model_dir: Path, cache_dir: Path, 
                 steps: int | None = None, progress: bool = True, seed: int = 1) -> dict[str, Any]:
     """The run config of a CLIP row with one seed (``OUT/<row>/seed<S>``)."""
     raw: dict[str, Any] = json.loads(json.dumps(BASE))
-    raw["data"] = {
-        "benchmark": "demo_digits", "root": str(data_root), "source": [DEMO_DIGITS.domains[0]],
-        "target": DEMO_DIGITS.domains[1], "source_val_fraction": 0.2,
-    }
+    raw["data"] = _data_section(data_root)
     raw["model"] = {"backbone": "open_clip", "name": str(model_dir), "pretrained": None}
     raw["method"] = dict(METHODS[method])
     if method in METHOD_GRADIENTS:

@@ -261,13 +261,41 @@ def test_fixmatch_pseudo_labels_threshold_and_views():
     objs = method.objectives(src, pair)
     out = objs.losses()
     assert objs.metrics["pl_mask_rate"] == 1.0
-    # by hand: pseudo-labels from the weak view (BN in train mode, as the method), CE on strong
+    # by hand: pseudo-labels from the weak view (BN in train mode, as the method), then the
+    # source and the strong views in two passes, each its own BatchNorm batch (TLlib)
+    torch.manual_seed(0)
+    ref = _build("fixmatch", bottleneck_dim=8, threshold=0.0)
+    with torch.no_grad():
+        pseudo = ref.forward_images(weak)[0].argmax(1)
+    logits_s = ref.forward_images(src["images"])[0]
+    logits_t = ref.forward_images(strong)[0]
+    assert out["target_pl"].item() == pytest.approx(F.cross_entropy(logits_t, pseudo).item(), rel=1e-5)
+    assert out["source_ce"].item() == pytest.approx(
+        F.cross_entropy(logits_s, src["labels"]).item(), rel=1e-5)
+
+
+def test_fixmatch_joint_batch_shares_batchnorm_statistics_across_domains():
+    """``joint_batch`` (the FixMatch paper's code) sends source and strong views through in one
+    batch, so BatchNorm normalises them together: the losses then differ from two passes."""
+    src, _ = _batches()
+    weak, strong = _images(6, 1), _images(6, 2) + 3.0  # a shifted target domain
+    pair = {"images": torch.stack([weak, strong], dim=1), "domains": torch.ones(6, dtype=torch.long)}
+    out = {}
+    for joint in (False, True):
+        torch.manual_seed(0)
+        method = _build("fixmatch", bottleneck_dim=8, threshold=0.0, joint_batch=joint)
+        method.train()
+        out[joint] = method.objectives(src, pair).losses()
     torch.manual_seed(0)
     ref = _build("fixmatch", bottleneck_dim=8, threshold=0.0)
     with torch.no_grad():
         pseudo = ref.forward_images(weak)[0].argmax(1)
     logits, _ = ref.forward_images(torch.cat([src["images"], strong]))
-    assert out["target_pl"].item() == pytest.approx(F.cross_entropy(logits[6:], pseudo).item(), rel=1e-5)
+    assert out[True]["target_pl"].item() == pytest.approx(
+        F.cross_entropy(logits[6:], pseudo).item(), rel=1e-5)
+    assert out[True]["source_ce"].item() == pytest.approx(
+        F.cross_entropy(logits[:6], src["labels"]).item(), rel=1e-5)
+    assert abs(out[True]["source_ce"].item() - out[False]["source_ce"].item()) > 1e-3
 
 
 def test_fixmatch_target_transform_gives_two_views():

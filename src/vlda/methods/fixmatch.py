@@ -11,8 +11,13 @@ Each target image comes in a weak view ``α(x)`` (the training crop/flip) and a 
 As in the paper and TLlib, ``target_pl`` averages over *all* target samples (masked ones count
 as 0), so it is 0, not NaN, when no prediction passes ``τ``. The paper's test is ``>= τ``; TLlib
 uses ``> τ`` (identical except at ties). The weak view is predicted without gradient in training
-mode (TLlib); the source and strong views then go through the network in one batch (TLlib runs
-them in two). Defaults are TLlib's (``τ = 0.9``, bottleneck 1024, RandAugment n=2, m=10,
+mode (TLlib); then the source batch and the strong views go through the network in two
+separate passes, as in TLlib, so that each BatchNorm layer normalises each domain with its own
+batch statistics. ``joint_batch: true`` sends them through in one batch instead (the FixMatch
+paper's code, which concatenates labelled and unlabelled images, and vlda's behaviour until
+2026-11-30): with BatchNorm, a batch that mixes two very different domains is normalised by
+statistics that fit neither (docs/classic.md: on the demo, 0.137 against 0.212).
+Defaults are TLlib's (``τ = 0.9``, bottleneck 1024, RandAugment n=2, m=10,
 mstd=2). The engine asks :meth:`FixMatch.target_train_transform` for the target's two-view
 transform; given a batch of single views (e.g. cached or hand-made), the weak view doubles as
 the strong one.
@@ -41,6 +46,9 @@ class FixMatchParams(ClassifierParams):
     n_ops: int = 2
     magnitude: float = 10.0
     magnitude_std: float = 2.0
+    # True: source and strong target views in one forward pass (the paper's code); False: two
+    # passes, each domain its own BatchNorm batch (TLlib, which produced the UDA numbers).
+    joint_batch: bool = False
 
 
 class FixMatch(ClassifierMethod):
@@ -71,13 +79,18 @@ class FixMatch(ClassifierMethod):
             q = torch.softmax(self.forward_images(weak)[0].float(), dim=1)
             conf, pseudo = q.max(dim=1)
             mask = (conf >= self.params.threshold).float()
-        n_s = len(source["images"])
-        logits, _ = self.forward_images(torch.cat([source["images"], strong]))
-        ce_t = F.cross_entropy(logits[n_s:], pseudo, reduction="none")
+        if self.params.joint_batch:
+            n_s = len(source["images"])
+            logits, _ = self.forward_images(torch.cat([source["images"], strong]))
+            logits_s, logits_t = logits[:n_s], logits[n_s:]
+        else:
+            logits_s = self.forward_images(source["images"])[0]
+            logits_t = self.forward_images(strong)[0]
+        ce_t = F.cross_entropy(logits_t, pseudo, reduction="none")
         metrics["pl_mask_rate"] = float(mask.mean())
         return {
             "target_pl": (ce_t * mask).mean(),
-            "source_ce": F.cross_entropy(logits[:n_s], source["labels"]),
+            "source_ce": F.cross_entropy(logits_s, source["labels"]),
         }
 
     def loss_weights(self) -> dict[str, float]:

@@ -16,6 +16,7 @@ import torch
 import vlda.files as files
 from vlda.files import (
     default_cache_dir,
+    make_temp_dir,
     save_torch_atomic,
     write_atomic,
     write_bytes_atomic,
@@ -99,6 +100,16 @@ def test_permissions_as_a_plain_open(tmp_path: Path) -> None:
     for writer, name in ((write_text_atomic, "a.txt"), (save_torch_atomic, "a.pt")):
         writer("x", tmp_path / name)
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_temp_dirs_get_a_plain_mkdirs_permissions(tmp_path: Path) -> None:
+    """Not mkdtemp's 0700: a directory renamed into a shared cache stays readable."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    a, b = make_temp_dir(tmp_path, ".x."), make_temp_dir(tmp_path, ".x.")
+    assert a != b and a.parent == tmp_path and a.name.startswith(".x.") and a.is_dir()
+    assert stat.S_IMODE(a.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    assert stat.S_IMODE(Path(tempfile.mkdtemp(dir=tmp_path)).stat().st_mode) == 0o700
 
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

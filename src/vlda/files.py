@@ -30,6 +30,7 @@ from typing import IO, Any
 
 __all__ = [
     "default_cache_dir",
+    "make_temp_dir",
     "remove_partial_writes",
     "save_torch_atomic",
     "write_atomic",
@@ -45,7 +46,9 @@ def _read_umask() -> int:
 
 
 # Read once at import (os.umask can only be read by setting it, which is not thread-safe).
-_FILE_MODE = 0o666 & ~_read_umask()
+_UMASK = _read_umask()
+_FILE_MODE = 0o666 & ~_UMASK
+_DIR_MODE = 0o777 & ~_UMASK
 
 
 # The temporary names write_atomic makes: "." + destination name + "." + mkstemp's 8 characters + ".tmp".
@@ -56,6 +59,15 @@ def default_cache_dir() -> Path:
     """``$VLDA_CACHE`` (``~`` expanded) if set and not empty, else ``~/.cache/vlda``."""
     env = os.environ.get("VLDA_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "vlda"
+
+
+def make_temp_dir(parent: str | os.PathLike[str], prefix: str) -> Path:
+    """A new directory ``parent/<prefix><random>`` with the permissions of a plain ``mkdir``
+    (``0o777`` less the umask), not the ``0o700`` of :func:`tempfile.mkdtemp`: a directory built
+    there and renamed into a shared cache stays readable by the cache's other users."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, _DIR_MODE)
+    return tmp
 
 
 def write_atomic(

@@ -138,6 +138,16 @@ def test_second_call_is_a_cache_hit(backbone, samples, tfs, tmp_path, monkeypatc
     assert entries(tmp_path / "cache") == [first.key]
 
 
+def test_a_built_cache_directory_has_a_plain_mkdirs_permissions(backbone, samples, tfs, tmp_path):
+    """Built under a temporary directory and renamed: not mkdtemp's 0700 (a shared cache)."""
+    import stat
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    built = build(backbone, samples, tfs, tmp_path / "cache")
+    assert stat.S_IMODE(built.directory.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
 def test_labels_are_not_part_of_the_key(backbone, samples, tfs, tmp_path):
     a = build(backbone, samples, tfs, tmp_path / "cache")
     relabelled = [(p, 1 - y) for p, y in samples]

@@ -185,6 +185,10 @@ def test_build_demo_data_tiny_idempotent_deterministic(tmp_path: Path) -> None:
     other = build_demo_data(tmp_path / "b", seed=0, per_class=3, handwritten_limit=10)
     assert _tree_bytes(root) == _tree_bytes(other)
     assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for d in DOMAINS:  # a plain mkdir's permissions, not mkdtemp's 0700 (a shared cache)
+        assert (root / d).stat().st_mode == plain.stat().st_mode
 
 
 # -- pretraining -------------------------------------------------------------------------------------

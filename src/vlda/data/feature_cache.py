@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -57,6 +56,7 @@ from vlda.data.dataset import BadImageError, ImageDataset
 from vlda.data.encoder import ImageEncoder
 from vlda.data.heartbeat import Heartbeat
 from vlda.data.transforms import Transform, fingerprint
+from vlda.files import make_temp_dir
 
 # 2: meta.json holds the sha256 of every file (format 1 sets had none; their keys differ, so they
 # are rebuilt once and the old directories are left for clear_cache).
@@ -547,7 +547,7 @@ def build_or_load_features(
             return _feature_set(feats, valid, samples, key, final, meta)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{key[:16]}-", dir=cache_dir))
+    tmp = make_temp_dir(cache_dir, f"{TMP_PREFIX}{key[:16]}-")
     try:
         start = time.perf_counter()
         n_bad, bad_paths, d = (builder or _build)(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from PIL import Image
 
 from vlda.data.benchmarks import DEMO_DIGITS
 from vlda.demo.render import SOURCE_FONTS, StyleConfig, font_dir, render_glyph, style_batch
-from vlda.files import write_text_atomic
+from vlda.files import make_temp_dir, write_text_atomic
 
 __all__ = [
     "DOMAINS", "IMAGE_SIZE", "build_demo_data", "faded_digits", "handwritten_split", "inverted_digits",
@@ -171,7 +170,7 @@ def faded_digits(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
 
 def _write_domain(dest: Path, images: np.ndarray, labels: np.ndarray) -> None:
     """Write a class-folder tree to a temporary sibling of ``dest``, then rename it."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    tmp = make_temp_dir(dest.parent, f".{dest.name}.")
     try:
         for c in range(10):
             (tmp / str(c)).mkdir()

@@ -22,7 +22,7 @@ from vlda.demo import measure
 from vlda.demo.assets import BUILD_THREADS
 from vlda.demo.digits import build_demo_data
 from vlda.demo.jobs import torch_threads
-from vlda.demo.measure import DOMAIN_TEMPLATE, WORLD_CHECKS, world_checks
+from vlda.demo.measure import WORLD_CHECKS, world_checks
 from vlda.demo.pretrain import (
     DEFAULT_MODEL_CFG,
     PretrainRecipe,
@@ -112,36 +112,76 @@ def small_recipe(**over: object) -> PretrainRecipe:
     return PretrainRecipe(**kw)
 
 
+def _zero_shot(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
+    """Zero-shot accuracy (the build's template) on uint8 ``[N, 32, 32, 3]`` images."""
+    from vlda.data.transforms import CLIP_MEAN, CLIP_STD
+
+    x = torch.from_numpy(images).float().permute(0, 3, 1, 2) / 255
+    x = (x - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+    pred = (measure.image_features(model, x) @ measure.text_classifier(model).t()).argmax(-1)
+    return float((pred == torch.from_numpy(labels)).float().mean())
+
+
+def _load_built(model_dir: Path) -> torch.nn.Module:
+    import open_clip
+
+    cfg = json.loads((model_dir / "open_clip_config.json").read_text())["model_cfg"]
+    model = open_clip.model.CLIP(**cfg)
+    model.load_state_dict(torch.load(model_dir / "weights.pt", weights_only=True))
+    return model.eval()
+
+
 @pytest.mark.slow
-def test_small_world_is_style_aware(tmp_path: Path) -> None:
-    """A short build on a small pool: the domain words move the class embeddings; the demo-v2
-    recipe (same-digit captions as half-positives, source fonts in the pool) does not.
+def test_small_world_is_style_aware_with_an_unsaturated_source(tmp_path: Path) -> None:
+    """A build on a tiny pool (20 strokes per digit, one glyph outline) and tiny domains: the
+    domain words move the class embeddings, and zero-shot reads the renders of the source's
+    fonts but not the source, whose handwriting it has not solved. The demo-v2 recipe
+    (same-digit captions as half-positives, source fonts in the pool) is style-blind.
 
-    The demo's model at 300 steps of batch 64, two threads as the demo's own build (the thread
-    count changes the float rounding, hence the world). Measured 2026-11-29: template cosine
-    0.77 (this recipe) against 0.99 (demo-v2's), ~75 s each on 2 cores. The tiny
-    ``SMALL_MODEL`` at 150 steps learnt too little to tell them apart (0.994 against 0.998).
+    Why the demo's own model, batch and steps (600 x 128): the plain CLIP loss learns to read
+    digits late. Measured 2026-11-30 on demo-v5's tiny domains (two threads, as the build):
+    300 x 64, 300 x 128 and 450 x 64 steps read the source at 0.21-0.25 (chance 0.10) and the
+    clean renders at <= 0.45; 600 x 64 read them in one seed of two. 600 x 128 on the tiny pool
+    (~230 s): seeds 0 / 1 read the renders at 1.000 / 0.985, the inverted renders at 1.000 /
+    0.935, the source at 0.693 / 0.585 (its inverted handwriting 0.54 / 0.41), target-word
+    template cosine 0.64 / 0.59. At this size the source is not always above the check's 0.6
+    floor, nor the target below the source (0.685 / 0.563): those are asserted on the full
+    build (``test_demo_model_quality``). What is asserted here holds for both seeds.
     """
+    from vlda.demo.digits import rendered_digits
+
     data = build_demo_data(tmp_path / "data", per_class=20, handwritten_limit=400)
-    style = {"steps": 300, "warmup_steps": 30,
-             "model_cfg": json.loads(json.dumps(DEFAULT_MODEL_CFG))}
 
-    def quality(name: str, recipe: PretrainRecipe) -> dict:
+    def build(name: str, recipe: PretrainRecipe) -> tuple[dict, Path]:
         with torch_threads(BUILD_THREADS):
-            meta = pretrain_demo_clip(tmp_path / name, progress=False, recipe=recipe,
-                                      data_root=data)
-        return json.loads((meta / "meta.json").read_text())["quality"]
+            out = pretrain_demo_clip(tmp_path / name, progress=False, recipe=recipe,
+                                     data_root=data)
+        return json.loads((out / "meta.json").read_text())["quality"], out
 
-    new = quality("new", small_recipe(**style))
+    new, new_dir = build("new", PretrainRecipe(strokes_per_class=20, glyph_outlines=(0,)))
     tgt_word = get_benchmark("demo_digits").domain_prompt_names["faded"]
-    assert DOMAIN_TEMPLATE.format("x", domain=tgt_word)
     assert new["template_cosine"][tgt_word] < 0.9
-    # Not asserted here: the source's zero-shot range and the aligned shift. 300 steps read too
-    # little for them (demo-v5's data: source 0.195, target 0.100, measured 2026-11-29); the full
-    # build asserts all six world checks (test_demo_model_quality).
-    old = quality("old", small_recipe(class_positive_weight=0.5, exclude_source_fonts=False,
-                                      p_style_word=0.6, style=StyleConfig(), **style))
+
+    renders, labels = rendered_digits(20, 0)  # the source's renders before inversion
+    with torch_threads(BUILD_THREADS):
+        model = _load_built(new_dir)
+        read = {"renders": _zero_shot(model, renders, labels),
+                "inverted renders": _zero_shot(model, 255 - renders, labels)}
+    source = new["zero_shot_source"]
+    assert read["renders"] >= 0.9, read  # the world reads digits (fonts it never saw)
+    assert source <= min(0.95, read["renders"] - 0.2), (source, read)  # ... but not the source
+    # A source of renders alone (demo-v4's kind, inverted) would fail the line above: it tells a
+    # solved source from an unsaturated one.
+    assert read["inverted renders"] >= read["renders"] - 0.1, read
+
+    old, _ = build("old", small_recipe(
+        class_positive_weight=0.5, exclude_source_fonts=False, p_style_word=0.6,
+        style=StyleConfig(), steps=300, warmup_steps=30,
+        model_cfg=json.loads(json.dumps(DEFAULT_MODEL_CFG))))
+    # demo-v2's recipe, at half the steps and batch (it learns faster): style-blind already
+    # (0.99; at 600 x 64 0.999, measured 2026-11-30).
     assert old["template_cosine"][tgt_word] > new["template_cosine"][tgt_word] + 0.1
+    assert old["template_cosine"][tgt_word] > 0.95
 
 
 # -- the recipe's experiment knobs (docs/demo.md, "Candidate worlds") ------------------------------

@@ -6,7 +6,8 @@ slices are summed in another order, BatchNorm statistics are combined from two h
 feature cache is encoded in other batches), and the run directories hold the same files with the
 same logged values. Cases: DAPL (sum), PGA and MPGA (the PGA strategy, its two stages), DANN + GH
 and DANN + PCGrad (a timm ResNet whose BatchNorm layers, and the discriminator's, are trained:
-global-batch BatchNorm), CMKD + FixMatch (fine-tuned CLIP image tower, Gini impurities summed
+global-batch BatchNorm), FixMatch (the same network, in two forward passes a step: source, then
+the strong target views), CMKD + FixMatch (fine-tuned CLIP image tower, Gini impurities summed
 over the batch, the head's BatchNorm).
 """
 
@@ -34,6 +35,9 @@ CASES: dict[str, dict] = {
              "sources": ["s1", "s2"]},
     "dann_gh": {"model": RESNET, "method": DANN, "gradients": {"name": "gh"}},
     "dann_pcgrad": {"model": RESNET, "method": DANN, "gradients": {"name": "pcgrad"}},
+    # two forward passes (source, strong target views): SyncBatchNorm must agree on both
+    "fixmatch": {"model": RESNET, "method": {"name": "fixmatch", "bottleneck_dim": 16,
+                                             "threshold": 0.4}},
     "cmkd": {"model": CLIP, "method": {"name": "cmkd", "fixmatch": True, "fixmatch_threshold": 0.34,
                                        "ramp_steps": 2, "lr_head": 100.0},
              "optim": {"name": "sgd", "lr": 1e-3}},
@@ -131,7 +135,7 @@ def test_two_processes_end_where_one_process_ends(runs, case):
             else:
                 assert rb[k] == v, k
     masks = [v for r in a for k, v in r.items() if k in ("train/pl_mask_rate", "train/fixmatch/mask_head")]
-    if case in ("dapl", "pga", "mpga", "cmkd"):  # some confident, some not: the global count matters
+    if case in ("dapl", "pga", "mpga", "cmkd", "fixmatch"):  # some confident, some not: the global count matters
         assert any(0 < v < 1 for v in masks), masks
     for name in sorted(p for p in _files(one) if p.startswith("outputs/")):
         saved_one, saved_two = load_safe(one / name), load_safe(two / name)

@@ -19,6 +19,7 @@ named ``"0"``..``"9"``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -93,12 +94,22 @@ def _upsample(grey: np.ndarray) -> np.ndarray:
     return np.repeat(np.asarray(big)[..., None], 3, axis=-1)
 
 
+@functools.cache
+def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits, read once per process: the 8x8 scans ``[1797, 8, 8]`` (0..16) and
+    their labels, both read-only (both halves and the split read them)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    data.images.flags.writeable = False
+    data.target.flags.writeable = False
+    return data.images, data.target
+
+
 def handwritten_split(seed: int = 0) -> np.ndarray:
     """Which of scikit-learn's 1,797 digits go to the source: a boolean mask, per class the
     first half (rounded down) of a ``default_rng(seed)`` permutation of that class's indices."""
-    from sklearn.datasets import load_digits
-
-    labels = load_digits().target
+    labels = _sklearn_digits()[1]
     rng = np.random.default_rng(seed)
     source = np.zeros(len(labels), bool)
     for c in range(10):
@@ -135,11 +146,9 @@ def _paint(ink: np.ndarray, paper: float, pen: float) -> np.ndarray:
 def _handwritten_half(source: bool, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
     """The 8x8 scans and labels of one half of scikit-learn's digits, in rounds of one digit per
     class (each class in scikit-learn's order), so that the first ``limit`` are balanced."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
+    images, target = _sklearn_digits()
     mask = handwritten_split() == source
-    scans, labels = data.images[mask], data.target[mask].astype(np.int64)
+    scans, labels = images[mask], target[mask].astype(np.int64)
     rank = np.zeros(len(labels), np.int64)
     for c in range(10):
         rank[labels == c] = np.arange(int((labels == c).sum()))

@@ -31,6 +31,7 @@ from vlda.demo.pretrain import (
     pretrain_demo_clip,
 )
 from vlda.demo.render import SOURCE_FONTS, StyleConfig, font_dir, render_glyph, style_batch
+from vlda.models.open_clip_backbone import OpenClipBackbone
 
 
 @pytest.fixture(autouse=True)
@@ -112,23 +113,14 @@ def small_recipe(**over: object) -> PretrainRecipe:
     return PretrainRecipe(**kw)
 
 
-def _zero_shot(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
-    """Zero-shot accuracy (the build's template) on uint8 ``[N, 32, 32, 3]`` images."""
-    from vlda.data.transforms import CLIP_MEAN, CLIP_STD
-
+def _zero_shot(backbone: OpenClipBackbone, images: np.ndarray, labels: np.ndarray) -> float:
+    """Zero-shot accuracy (the build's template) of a loaded demo model (its own mean and std)
+    on uint8 ``[N, 32, 32, 3]`` images."""
     x = torch.from_numpy(images).float().permute(0, 3, 1, 2) / 255
-    x = (x - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+    x = (x - torch.tensor(backbone.mean)[:, None, None]) / torch.tensor(backbone.std)[:, None, None]
+    model = backbone.model
     pred = (measure.image_features(model, x) @ measure.text_classifier(model).t()).argmax(-1)
     return float((pred == torch.from_numpy(labels)).float().mean())
-
-
-def _load_built(model_dir: Path) -> torch.nn.Module:
-    import open_clip
-
-    cfg = json.loads((model_dir / "open_clip_config.json").read_text())["model_cfg"]
-    model = open_clip.model.CLIP(**cfg)
-    model.load_state_dict(torch.load(model_dir / "weights.pt", weights_only=True))
-    return model.eval()
 
 
 @pytest.mark.slow
@@ -149,6 +141,7 @@ def test_small_world_is_style_aware_with_an_unsaturated_source(tmp_path: Path) -
     build (``test_demo_model_quality``). What is asserted here holds for both seeds.
     """
     from vlda.demo.digits import rendered_digits
+    from vlda.models.loading import load_open_clip_dir
 
     data = build_demo_data(tmp_path / "data", per_class=20, handwritten_limit=400)
 
@@ -164,9 +157,9 @@ def test_small_world_is_style_aware_with_an_unsaturated_source(tmp_path: Path) -
 
     renders, labels = rendered_digits(20, 0)  # the source's renders before inversion
     with torch_threads(BUILD_THREADS):
-        model = _load_built(new_dir)
-        read = {"renders": _zero_shot(model, renders, labels),
-                "inverted renders": _zero_shot(model, 255 - renders, labels)}
+        backbone = load_open_clip_dir(new_dir)  # as the build's own figures load it
+        read = {"renders": _zero_shot(backbone, renders, labels),
+                "inverted renders": _zero_shot(backbone, 255 - renders, labels)}
     source = new["zero_shot_source"]
     assert read["renders"] >= 0.9, read  # the world reads digits (fonts it never saw)
     assert source <= min(0.95, read["renders"] - 0.2), (source, read)  # ... but not the source
